@@ -1,0 +1,212 @@
+"""Render the kustomize overlays and find things in the rendered objects.
+
+Rendering is `kubectl kustomize`, the reference implementation. Per-deploy values
+(namespace, image) go through a throwaway kustomization that includes the overlay,
+as `kustomize edit set image` would, so Python never edits manifest text.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import REPO_ROOT
+from .console import Failure
+
+KUBE_DIR = REPO_ROOT / "kube"
+BASE_DIR = KUBE_DIR / "base"
+OVERLAYS = ("kind", "okteto")
+
+ORIGIN_ANNOTATION = "config.kubernetes.io/origin"
+# The project image as the manifests name it; deploy swaps in the built tag.
+PROJECT_IMAGE_NAME = "airflow-ha"
+AIRFLOW_CONFIG_MAP = "airflow-config"
+POD_TEMPLATE_CONFIG_MAP = "airflow-pod-template"
+POD_TEMPLATE_KEY = "pod-template.yaml"
+WORKER_REPOSITORY_KEY = "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_REPOSITORY"
+WORKER_TAG_KEY = "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_TAG"
+
+
+@dataclass
+class Manifest:
+    """One Kubernetes object and the file it was written in (relative to the repo)."""
+
+    source: str
+    obj: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", "?"))
+
+    @property
+    def name(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("name", "?"))
+
+    @property
+    def namespace(self) -> str | None:
+        return (self.obj.get("metadata") or {}).get("namespace")
+
+    @property
+    def ref(self) -> str:
+        """kind/name, as kubectl prints it."""
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return (self.obj.get("metadata") or {}).get("labels") or {}
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if not found:
+        raise Failure(
+            "kubectl not found: it renders the kustomize overlays. "
+            "Install it: https://kubernetes.io/docs/tasks/tools/#kubectl"
+        )
+    return found
+
+
+def render(
+    overlay: str | Path,
+    *,
+    namespace: str | None = None,
+    image: str | None = None,
+    kube_dir: Path = KUBE_DIR,
+) -> list[Manifest]:
+    """Render an overlay (a name under kube/overlays, or a folder) into objects.
+
+    ``image`` ("repository:tag") replaces the project image everywhere, worker pods
+    included; ``namespace`` replaces the namespace. Each object remembers its source file.
+    """
+    overlay_dir = Path(overlay) if isinstance(overlay, Path) else kube_dir / "overlays" / overlay
+    if not (overlay_dir / "kustomization.yaml").is_file():
+        raise Failure(f"{relative(overlay_dir)}: no kustomization.yaml; overlays are: {', '.join(OVERLAYS)}")
+    with tempfile.TemporaryDirectory(prefix="airflow-ha-render-") as tmp:
+        wrapper: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [_relpath(overlay_dir, Path(tmp))],
+            "buildMetadata": ["originAnnotations"],
+        }
+        if namespace:
+            wrapper["namespace"] = namespace
+        if image:
+            repository, _, tag = image.rpartition(":")
+            if not repository or "/" in tag:
+                raise Failure(f"image {image!r} must be REPOSITORY:TAG")
+            wrapper["images"] = [{"name": PROJECT_IMAGE_NAME, "newName": repository, "newTag": tag}]
+            # The pod template is a file inside a ConfigMap, out of reach of the
+            # images transformer; the executor's override settings carry the image.
+            wrapper["configMapGenerator"] = [
+                {
+                    "name": AIRFLOW_CONFIG_MAP,
+                    "behavior": "merge",
+                    "literals": [f"{WORKER_REPOSITORY_KEY}={repository}", f"{WORKER_TAG_KEY}={tag}"],
+                }
+            ]
+        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(wrapper))
+        result = subprocess.run(
+            [kubectl(), "kustomize", "--load-restrictor", "LoadRestrictionsNone", tmp],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise Failure(f"{relative(overlay_dir)}: kustomize failed: {_kustomize_error(result.stderr)}")
+        try:
+            objects = [obj for obj in yaml.safe_load_all(result.stdout) if obj]
+        except yaml.YAMLError as error:
+            raise Failure(f"{relative(overlay_dir)}: kustomize produced invalid YAML: {error}") from error
+        return [Manifest(_pop_origin(obj, Path(tmp), overlay_dir), obj) for obj in objects]
+
+
+def load_file(path: Path) -> list[Manifest]:
+    """The objects of one YAML file, unrendered. Raises yaml.YAMLError on bad syntax."""
+    with path.open() as stream:
+        return [Manifest(relative(path), obj) for obj in yaml.safe_load_all(stream) if obj]
+
+
+def find(manifests: Iterable[Manifest], kind: str, name: str) -> Manifest | None:
+    return next((m for m in manifests if m.kind == kind and m.name == name), None)
+
+
+def airflow_config(manifests: Iterable[Manifest]) -> dict[str, str]:
+    """The Airflow settings every component gets from the airflow-config ConfigMap."""
+    config_map = find(manifests, "ConfigMap", AIRFLOW_CONFIG_MAP)
+    return dict((config_map.obj.get("data") or {}) if config_map else {})
+
+
+def pod_template(manifests: Iterable[Manifest]) -> Manifest | None:
+    """The worker pod template, parsed out of its ConfigMap, with the template's own file."""
+    config_map = find(manifests, "ConfigMap", POD_TEMPLATE_CONFIG_MAP)
+    text = ((config_map.obj.get("data") or {}) if config_map else {}).get(POD_TEMPLATE_KEY)
+    if text is None:
+        return None
+    return Manifest(relative(BASE_DIR / POD_TEMPLATE_KEY), yaml.safe_load(text) or {})
+
+
+def pod_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(field path, pod spec) of every pod an object describes."""
+    spec = manifest.obj.get("spec") or {}
+    if manifest.kind == "Pod":
+        yield "spec", spec
+    elif manifest.kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        yield "spec.template.spec", (spec.get("template") or {}).get("spec") or {}
+    elif manifest.kind == "CronJob":
+        job = (spec.get("jobTemplate") or {}).get("spec") or {}
+        yield "spec.jobTemplate.spec.template.spec", (job.get("template") or {}).get("spec") or {}
+
+
+def containers(pod_spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(field path relative to the pod spec, container) of every container, init ones included."""
+    for field in ("initContainers", "containers"):
+        for index, container in enumerate(pod_spec.get(field) or []):
+            yield f"{field}[{container.get('name', index)}]", container
+
+
+def strip_build_metadata(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as it should reach the cluster: without kustomize's origin annotation."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if annotations:
+        annotations.pop(ORIGIN_ANNOTATION, None)
+        if not annotations:
+            del obj["metadata"]["annotations"]
+    return obj
+
+
+def _pop_origin(obj: dict[str, Any], wrapper_dir: Path, overlay_dir: Path) -> str:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    origin = yaml.safe_load(annotations.get(ORIGIN_ANNOTATION) or "{}") or {}
+    strip_build_metadata(obj)
+    if "path" in origin:
+        return relative(wrapper_dir / origin["path"])
+    # Generated objects (ConfigMaps) have no file of their own: name the kustomization.
+    generated_by = (origin.get("configuredIn") or "").strip()
+    if generated_by:
+        return relative(wrapper_dir / generated_by)
+    return relative(overlay_dir / "kustomization.yaml")
+
+
+def _relpath(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target.resolve(), start.resolve())
+
+
+def _kustomize_error(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
