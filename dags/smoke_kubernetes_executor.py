@@ -1,9 +1,9 @@
 """Smoke DAG: proves that KubernetesExecutor ran every task in its own worker pod.
 
-Each task records where it ran: the pod's hostname and the ``kubernetes_executor``
-label that the executor puts on its worker pods (the pod template exposes it through
-the downward API as ``AIRFLOW_WORKER_EXECUTOR_LABEL``). The last task asserts that
-every task ran in a distinct host carrying that label.
+Each task records where it ran: its hostname (the pod name) and whether Airflow marked
+the process as a KubernetesExecutor worker pod (``AIRFLOW_IS_K8S_EXECUTOR_POD``, which
+the executor sets on every pod it creates). The last task asserts that every task ran
+in a distinct host carrying that mark.
 
 Outside a cluster, for example ``airflow dags test``, there are no executor pods, so
 the assertion is relaxed by the ``require_executor_pods`` param::
@@ -43,7 +43,7 @@ SMALL_WORKER = {
 def where_this_runs() -> dict[str, str]:
     return {
         "hostname": socket.gethostname(),
-        "executor_label": os.environ.get("AIRFLOW_WORKER_EXECUTOR_LABEL", ""),
+        "executor_pod": os.environ.get("AIRFLOW_IS_K8S_EXECUTOR_POD", ""),
     }
 
 
@@ -73,7 +73,7 @@ def smoke_kubernetes_executor() -> None:
             return
         hostnames = [host["hostname"] for host in hosts]
         assert len(set(hostnames)) == len(hostnames), f"tasks shared a host: {hostnames}"
-        not_pods = [host["hostname"] for host in hosts if host["executor_label"] != "True"]
+        not_pods = [host["hostname"] for host in hosts if host["executor_pod"] != "True"]
         assert not not_pods, f"not KubernetesExecutor worker pods: {not_pods}"
 
     assert_ran_in_executor_pods(double(produce()))

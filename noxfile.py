@@ -1,0 +1,86 @@
+"""Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` needs kind.
+
+The image, stack and e2e sessions need a Docker daemon; .ci/run installs and starts one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests", "image", "stack"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+LOCK = "docker/requirements.lock"
+CHECKOV = "checkov==3.3.30"
+
+
+def install_project(session: nox.Session, *extras: str) -> None:
+    """The project with Airflow pinned exactly as the image has it."""
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-r", LOCK, "-e", spec)
+
+
+def install_checkov(session: nox.Session) -> None:
+    """checkov's pins clash with Airflow's, so it lives in a tool environment of its own."""
+    tools = os.path.join(session.cache_dir, "tools")
+    session.run(
+        "uv",
+        "tool",
+        "install",
+        "--quiet",
+        CHECKOV,
+        env={"UV_TOOL_DIR": tools, "UV_TOOL_BIN_DIR": os.path.join(tools, "bin")},
+        external=True,
+    )
+    session.env["PATH"] = os.pathsep.join([os.path.join(tools, "bin"), session.env.get("PATH") or os.environ["PATH"]])
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """The manifest gate, then ruff, mypy, yamllint, hadolint and shellcheck."""
+    install_project(session, "lint")
+    install_checkov(session)
+    session.run("invoke", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run("yamllint", "--strict", ".")
+    session.run("hadolint", "docker/Dockerfile")
+    session.run("shellcheck", "docker/bootstrap.sh", ".ci/run", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit tests: every lint check against broken manifests, the DAG, deploy and smoke logic."""
+    install_project(session, "test")
+    install_checkov(session)
+    session.run("pytest", "tests", "--ignore=tests/image", "--ignore=tests/stack", "--ignore=tests/e2e", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def image(session: nox.Session) -> None:
+    """Build the base and the Airflow image, then prove the image in real containers."""
+    install_project(session, "test")
+    session.run("pytest", "tests/image", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def stack(session: nox.Session) -> None:
+    """Rehearse the manifests in Docker: PostgreSQL, migration, every component, then `invoke smoke`."""
+    install_project(session, "test")
+    session.run("pytest", "-s", "tests/stack", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """The real thing on kind: deploy, smoke, HA drill, redeploy, teardown."""
+    missing = [tool for tool in ("docker", "kind", "kubectl") if shutil.which(tool) is None]
+    if missing:
+        session.skip(f"needs {', '.join(missing)} on PATH: install kind from https://kind.sigs.k8s.io")
+    install_project(session, "test")
+    session.run("pytest", "-s", "tests/e2e", *session.posargs)

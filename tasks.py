@@ -1,0 +1,197 @@
+"""Build, check, deploy and smoke-test highly available Airflow 3 on Kubernetes.
+
+`invoke --list` shows the tasks; `invoke --help TASK` shows a task's flags.
+Defaults live in invoke.yaml; override them with flags or INVOKE_* variables.
+This file only parses arguments: the work is done in the airflow_ha package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from invoke import Collection, Context, Exit, task
+
+from airflow_ha import checks, cluster as clusters, deploy as deploying, image, smoke as smoking
+from airflow_ha.console import Failure
+
+CONTEXT_HELP = "Kube context to use. Default: the project's kind cluster; any other context must be named here."
+
+
+@contextmanager
+def exit_on_failure() -> Iterator[None]:
+    try:
+        yield
+    except Failure as failure:
+        raise Exit(f"error: {failure}", code=1) from None
+
+
+def image_reference(c: Context, tag: str) -> str:
+    return f"{c.config.image.repository}:{tag or image.image_tag(c.config.image.airflow_version)}"
+
+
+@task(
+    help={
+        "overlay": "Check only this overlay (kind or okteto). Default: every overlay.",
+    }
+)
+def lint(c: Context, overlay: str = "") -> None:
+    """Check the manifests before anything touches a cluster: exits non-zero on any problem."""
+    with exit_on_failure():
+        checks.lint(
+            overlays=[overlay] if overlay else None,
+            kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
+        )
+
+
+@task(
+    name="base-image",
+    help={
+        "name": "Name:tag of the image to create. Default: airflow-ha-base:<suite>.",
+        "suite": "Debian suite to bootstrap. Default: bookworm (Python 3.11).",
+        "mirror": "Debian mirror URL. Default: the first mirror in this machine's apt sources.",
+    },
+)
+def base_image(c: Context, name: str = "", suite: str = "bookworm", mirror: str = "") -> None:
+    """Build a Python base image with no registry: debootstrap from a Debian mirror, then docker import."""
+    with exit_on_failure():
+        image.build_base_image(name=name or f"airflow-ha-base:{suite}", suite=suite, mirror=mirror or None)
+
+
+@task(
+    help={
+        "tag": "Image tag. Default: <airflow version>-<git revision>, with -dirty for a dirty tree.",
+        "base_image": "Python base image to build on. Default: image.base in invoke.yaml.",
+        "no_cache": "Build every layer again.",
+        "ca_bundle": "CA bundle for a TLS-intercepting proxy, used by the install steps only. "
+        "Default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE when set.",
+    }
+)
+def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = False, ca_bundle: str = "") -> None:
+    """Build the Airflow image with the Docker SDK, streaming progress."""
+    with exit_on_failure():
+        image.build_image(
+            reference=image_reference(c, tag),
+            base_image=base_image or c.config.image.base,
+            no_cache=no_cache,
+            ca_bundle=ca_bundle or None,
+        )
+
+
+@task(
+    help={
+        "registry": "Registry to push to, as HOST:PORT (required).",
+        "tag": "Tag to push. Default: the tag `invoke build` gives this revision.",
+    }
+)
+def push(c: Context, registry: str = "", tag: str = "") -> None:
+    """Push the image to a registry and verify the pushed manifest through the registry's API."""
+    with exit_on_failure():
+        if not registry:
+            raise Failure("--registry HOST:PORT is required, for example --registry 127.0.0.1:5000")
+        image.push_image(reference=image_reference(c, tag), registry=registry)
+
+
+@task(help={"context": CONTEXT_HELP})
+def doctor(c: Context, context: str = "") -> None:
+    """Check docker, kind, kubectl and the Python dependencies, and say how to install what is missing."""
+    with exit_on_failure():
+        clusters.preflight(context=context or c.config.context or None, kind_cluster=c.config.kind.cluster)
+
+
+@task(
+    help={
+        "context": CONTEXT_HELP,
+        "overlay": "Overlay under kube/overlays. Default: overlay in invoke.yaml (kind).",
+        "namespace": "Namespace to deploy to. Default: namespace in invoke.yaml.",
+        "tag": "Image tag to deploy. Default: this revision's tag.",
+        "registry": "Push the image to this registry (HOST:PORT) instead of loading it into kind.",
+        "skip_build": "Deploy an image that is already built.",
+        "timeout": "Seconds to wait for each phase before failing. Default: deploy.timeout in invoke.yaml.",
+    }
+)
+def deploy(
+    c: Context,
+    context: str = "",
+    overlay: str = "",
+    namespace: str = "",
+    tag: str = "",
+    registry: str = "",
+    skip_build: bool = False,
+    timeout: int = 0,
+) -> None:
+    """Deploy HA Airflow: preflight, kind cluster, image, lint gate, secrets, apply, rollout, summary."""
+    with exit_on_failure():
+        deploying.deploy(
+            context=context or c.config.context or None,
+            kind_cluster=c.config.kind.cluster,
+            kind_config=c.config.kind.config,
+            overlay=overlay or c.config.overlay,
+            namespace=namespace or c.config.namespace,
+            reference=image_reference(c, tag),
+            base_image=c.config.image.base,
+            registry=registry or None,
+            build=not skip_build,
+            kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
+            timeout=timeout or c.config.deploy.timeout,
+        )
+
+
+@task(
+    help={
+        "context": CONTEXT_HELP,
+        "namespace": "Namespace Airflow runs in. Default: namespace in invoke.yaml.",
+        "api_url": "Check this Airflow API server instead, skipping the cluster assertions.",
+        "username": "Username for --api-url. Default: the generated admin.",
+        "password": "Password for --api-url. Default: the generated admin password.",
+        "timeout": "Seconds to wait for the DAG run. Default: smoke.timeout in invoke.yaml.",
+    }
+)
+def smoke(
+    c: Context,
+    context: str = "",
+    namespace: str = "",
+    api_url: str = "",
+    username: str = "",
+    password: str = "",
+    timeout: int = 0,
+) -> None:
+    """Run the smoke DAG and prove each task ran in its own KubernetesExecutor worker pod."""
+    with exit_on_failure():
+        smoking.smoke(
+            context=context or c.config.context or None,
+            kind_cluster=c.config.kind.cluster,
+            namespace=namespace or c.config.namespace,
+            api_url=api_url or None,
+            username=username or None,
+            password=password or None,
+            dag_id=c.config.smoke.dag_id,
+            timeout=timeout or c.config.smoke.timeout,
+        )
+
+
+@task(
+    help={
+        "context": CONTEXT_HELP,
+        "namespace": "Namespace to clear. Default: namespace in invoke.yaml.",
+        "purge": "Also delete the database and logs volumes and the generated secrets.",
+        "cluster": "Also delete the kind cluster.",
+        "timeout": "Seconds to wait for objects to go. Default: deploy.timeout in invoke.yaml.",
+    }
+)
+def teardown(
+    c: Context, context: str = "", namespace: str = "", purge: bool = False, cluster: bool = False, timeout: int = 0
+) -> None:
+    """Remove what deploy created, keeping data unless --purge; verify nothing labelled is left."""
+    with exit_on_failure():
+        deploying.teardown(
+            context=context or c.config.context or None,
+            kind_cluster=c.config.kind.cluster,
+            namespace=namespace or c.config.namespace,
+            purge=purge,
+            delete_cluster=cluster,
+            timeout=timeout or c.config.deploy.timeout,
+        )
+
+
+ns = Collection(lint, base_image, build, push, doctor, deploy, smoke, teardown)
