@@ -1,0 +1,334 @@
+"""Run the rendered manifests' pods as Docker containers: a rehearsal of the deployment.
+
+Everything a container gets comes from the rendered objects and the generated
+secrets: image, command and args, env and envFrom, volumes, user, read-only root
+filesystem, dropped capabilities, init containers, probes. Service names become
+network aliases, so the URLs in the Airflow config resolve as they do in a cluster.
+
+Two things differ from a cluster, and both are announced by the test:
+- the executor is LocalExecutor, because KubernetesExecutor needs a Kubernetes API.
+  This proves the commands, configuration and wiring, not the executor;
+- images that no registry can provide here (PostgreSQL) are swapped for local builds
+  that keep the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.models.containers import Container
+
+from airflow_ha.manifests import Manifest, containers, pod_specs
+
+EXECUTOR_OVERRIDE = {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+NAMESPACE = "airflow"
+
+
+class RehearsalError(AssertionError):
+    """A pod of the rehearsal did not do what its manifest promises."""
+
+
+@dataclass
+class Pod:
+    """One replica of a workload, run as containers that share its volumes."""
+
+    manifest: Manifest
+    replica: int
+    spec: dict[str, Any]
+    containers: list[Container] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.manifest.name}-{self.replica}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        template = (self.manifest.obj.get("spec") or {}).get("template") or {}
+        return (template.get("metadata") or {}).get("labels") or {}
+
+
+class Rehearsal:
+    """The manifests' pods on a private Docker network; `close()` removes everything."""
+
+    def __init__(
+        self,
+        manifests: list[Manifest],
+        secrets: dict[str, dict[str, str]],
+        image_substitutes: dict[str, str] | None = None,
+        run_id: str = "",
+    ):
+        self.client = docker.from_env()
+        self.manifests = manifests
+        self.secrets = secrets
+        self.image_substitutes = image_substitutes or {}
+        self.run_id = run_id or uuid.uuid4().hex[:8]
+        self.network = self.client.networks.create(f"airflow-ha-stack-{self.run_id}", driver="bridge")
+        self.files = tempfile.TemporaryDirectory(prefix="airflow-ha-stack-")
+        self.volumes: dict[str, str] = {}
+        self.pods: list[Pod] = []
+        self.published: dict[str, list[tuple[Pod, int]]] = {}
+
+    # -- objects -----------------------------------------------------------------
+
+    def find(self, kind: str, name: str) -> Manifest:
+        for manifest in self.manifests:
+            if manifest.kind == kind and manifest.name == name:
+                return manifest
+        raise RehearsalError(f"the manifests have no {kind}/{name}")
+
+    def config_map(self, name: str) -> dict[str, str]:
+        return dict(self.find("ConfigMap", name).obj.get("data") or {})
+
+    def secret(self, name: str) -> dict[str, str]:
+        if name not in self.secrets:
+            raise RehearsalError(f"Secret/{name} is neither generated nor in the manifests")
+        return self.secrets[name]
+
+    def service_aliases(self, labels: dict[str, str]) -> list[str]:
+        """Names of the Services whose selector picks these pod labels."""
+        aliases = []
+        for manifest in self.manifests:
+            selector = (manifest.obj.get("spec") or {}).get("selector") or {}
+            if manifest.kind == "Service" and selector and selector.items() <= labels.items():
+                aliases.append(manifest.name)
+        return aliases
+
+    # -- translation ---------------------------------------------------------------
+
+    def environment(self, pod: Pod, container: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                env.update(self.config_map(source["configMapRef"]["name"]))
+            if "secretRef" in source:
+                env.update(self.secret(source["secretRef"]["name"]))
+        for variable in container.get("env") or []:
+            env[variable["name"]] = self.env_value(pod, variable)
+        env.update(EXECUTOR_OVERRIDE)
+        return env
+
+    def env_value(self, pod: Pod, variable: dict[str, Any]) -> str:
+        if "value" in variable:
+            return str(variable["value"])
+        source = variable.get("valueFrom") or {}
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            return self.secret(ref["name"])[ref["key"]]
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            return self.config_map(ref["name"])[ref["key"]]
+        field_path = (source.get("fieldRef") or {}).get("fieldPath")
+        if field_path == "metadata.namespace":
+            return NAMESPACE
+        if field_path == "metadata.name":
+            return pod.name
+        raise RehearsalError(f"{pod.manifest.ref}: env {variable['name']} uses {source}, not rehearsed")
+
+    def mounts(self, pod: Pod, container: dict[str, Any]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        """Docker volumes and tmpfs mounts for the container's volumeMounts."""
+        volumes = {volume["name"]: volume for volume in pod.spec.get("volumes") or []}
+        for claim in (pod.manifest.obj.get("spec") or {}).get("volumeClaimTemplates") or []:
+            volumes[claim["metadata"]["name"]] = {"persistentVolumeClaim": {"claimName": f"{claim['metadata']['name']}-{pod.name}"}}
+        binds: dict[str, dict[str, str]] = {}
+        tmpfs: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes[mount["name"]]
+            mode = "ro" if mount.get("readOnly") else "rw"
+            if "emptyDir" in volume and mount["mountPath"] == "/tmp":
+                tmpfs["/tmp"] = "rw,exec,mode=1777"
+            elif "emptyDir" in volume:
+                binds[self.volume(f"{pod.name}-{mount['name']}")] = {"bind": mount["mountPath"], "mode": mode}
+            elif "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                binds[self.volume(claim)] = {"bind": mount["mountPath"], "mode": mode}
+            elif "configMap" in volume or "secret" in volume:
+                folder = self.projected_files(pod, volume)
+                binds[str(folder)] = {"bind": mount["mountPath"], "mode": "ro"}
+            else:
+                raise RehearsalError(f"{pod.manifest.ref}: volume {mount['name']} is not rehearsed: {volume}")
+        return binds, tmpfs
+
+    def volume(self, name: str) -> str:
+        """A named Docker volume; a new one copies the image's folder, owner included."""
+        if name not in self.volumes:
+            self.volumes[name] = self.client.volumes.create(f"airflow-ha-stack-{self.run_id}-{name}").name
+        return self.volumes[name]
+
+    def projected_files(self, pod: Pod, volume: dict[str, Any]) -> Path:
+        """A ConfigMap or Secret volume as files in a folder, like the kubelet writes them."""
+        if "configMap" in volume:
+            data, items = self.config_map(volume["configMap"]["name"]), volume["configMap"].get("items")
+        else:
+            data, items = self.secret(volume["secret"]["secretName"]), volume["secret"].get("items")
+        folder = Path(self.files.name) / pod.name / volume["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, path in [(item["key"], item["path"]) for item in items] if items else [(k, k) for k in data]:
+            target = folder / path
+            target.write_text(data[key])
+            # The container user is not this user; the kubelet's default mode is 0644 too.
+            target.chmod(0o644)
+        folder.chmod(0o755)
+        return folder
+
+    def run_options(self, pod: Pod, container: dict[str, Any]) -> dict[str, Any]:
+        security = {**(pod.spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+        if security.get("privileged"):
+            raise RehearsalError(f"{pod.manifest.ref}: container {container['name']} is privileged")
+        binds, tmpfs = self.mounts(pod, container)
+        options: dict[str, Any] = {
+            "image": self.image_substitutes.get(container["image"], container["image"]),
+            "name": f"airflow-ha-stack-{self.run_id}-{pod.name}-{container['name']}",
+            "hostname": pod.name,
+            "environment": self.environment(pod, container),
+            "volumes": binds,
+            "tmpfs": tmpfs,
+            "read_only": bool(security.get("readOnlyRootFilesystem")),
+            "cap_drop": (security.get("capabilities") or {}).get("drop") or [],
+            "security_opt": [] if security.get("allowPrivilegeEscalation", True) else ["no-new-privileges"],
+            "labels": {"airflow-ha-stack": self.run_id},
+        }
+        if "runAsUser" in security:
+            options["user"] = f"{security['runAsUser']}:{security.get('runAsGroup', 0)}"
+        if container.get("command"):
+            options["entrypoint"] = container["command"]
+        if container.get("args"):
+            options["command"] = container["args"]
+        return options
+
+    # -- running ---------------------------------------------------------------------
+
+    def run_to_completion(self, pod: Pod, container: dict[str, Any], timeout: float) -> str:
+        """Run a container like an init container or a Job: it must exit 0 in time."""
+        runner = self.client.containers.create(**self.run_options(pod, container), network=self.network.name)
+        pod.containers.append(runner)
+        runner.start()
+        try:
+            status = runner.wait(timeout=timeout)
+        except Exception as error:
+            raise RehearsalError(f"{pod.manifest.ref}: {container['name']} did not finish in {timeout:.0f}s") from error
+        output = runner.logs().decode(errors="replace")
+        if status.get("StatusCode") != 0:
+            tail = "\n".join(output.splitlines()[-30:])
+            raise RehearsalError(f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}:\n{tail}")
+        return output
+
+    def start(self, manifest: Manifest, timeout: float = 300) -> list[Pod]:
+        """Start every replica: init containers to completion, then the long-running containers."""
+        started = []
+        for path, spec in pod_specs(manifest):
+            assert path.endswith("template.spec"), path
+            replicas = int((manifest.obj.get("spec") or {}).get("replicas", 1))
+            for replica in range(replicas):
+                pod = Pod(manifest, replica, spec)
+                self.pods.append(pod)
+                for _, init in [(p, c) for p, c in containers(spec) if p.startswith("initContainers")]:
+                    self.run_to_completion(pod, init, timeout)
+                for container in spec.get("containers") or []:
+                    self.start_container(pod, container)
+                started.append(pod)
+        return started
+
+    def start_container(self, pod: Pod, container: dict[str, Any]) -> None:
+        options = self.run_options(pod, container)
+        ports = {f"{port['containerPort']}/tcp": ("127.0.0.1", None) for port in container.get("ports") or []}
+        runner = self.client.containers.create(**options, ports=ports)
+        # Attach with the Service names as aliases before start, as a Service would route.
+        self.client.api.disconnect_container_from_network(runner.id, "bridge")
+        self.network.connect(runner, aliases=self.service_aliases(pod.labels))
+        pod.containers.append(runner)
+        runner.start()
+
+    def run_job(self, manifest: Manifest, timeout: float = 300) -> str:
+        (_, spec), *_ = pod_specs(manifest)
+        pod = Pod(manifest, 0, spec)
+        self.pods.append(pod)
+        return "\n".join(self.run_to_completion(pod, container, timeout) for container in spec["containers"])
+
+    def host_port(self, pod: Pod, container_port: int) -> int:
+        runner = pod.containers[-1]
+        runner.reload()
+        binding = runner.attrs["NetworkSettings"]["Ports"][f"{container_port}/tcp"][0]
+        return int(binding["HostPort"])
+
+    def probe(self, pod: Pod, container: dict[str, Any], kind: str) -> tuple[bool, str]:
+        """Run one of the container's probes the way the kubelet would; (passed, output)."""
+        probe = container.get(kind)
+        if not probe:
+            return True, "no probe"
+        runner = next(c for c in pod.containers if c.name.endswith(f"-{container['name']}"))
+        if "exec" in probe:
+            result = runner.exec_run(probe["exec"]["command"], user=self.run_options(pod, container).get("user", ""))
+            return result.exit_code == 0, result.output.decode(errors="replace")[-2000:]
+        if "httpGet" in probe:
+            port = probe["httpGet"]["port"]
+            if isinstance(port, str):
+                port = next(p["containerPort"] for p in container.get("ports") or [] if p.get("name") == port)
+            url = f"http://127.0.0.1:{self.host_port(pod, port)}{probe['httpGet'].get('path', '/')}"
+            try:
+                with urllib.request.urlopen(url, timeout=probe.get("timeoutSeconds", 5)) as response:
+                    return 200 <= response.status < 400, response.read().decode(errors="replace")[:2000]
+            except OSError as error:
+                return False, f"GET {url}: {error}"
+        raise RehearsalError(f"{pod.manifest.ref}: {kind} {probe} is not rehearsed")
+
+    def wait_until_probes_pass(self, pod: Pod, timeout: float = 300) -> dict[str, str]:
+        """Every probe of every container passes, retried as a startup would be."""
+        results: dict[str, str] = {}
+        for container in pod.spec.get("containers") or []:
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                deadline = time.monotonic() + timeout
+                while True:
+                    self.require_running(pod)
+                    passed, output = self.probe(pod, container, kind)
+                    if passed:
+                        results[f"{container['name']} {kind}"] = output.strip().splitlines()[-1:][0] if output.strip() else ""
+                        break
+                    if time.monotonic() > deadline:
+                        raise RehearsalError(f"{pod.name}: {kind} of {container['name']} still failing:\n{output}")
+                    time.sleep(3)
+        return results
+
+    def require_running(self, pod: Pod) -> None:
+        runner = pod.containers[-1]
+        runner.reload()
+        if runner.status != "running":
+            tail = "\n".join(runner.logs().decode(errors="replace").splitlines()[-40:])
+            raise RehearsalError(f"{pod.name} stopped ({runner.status}):\n{tail}")
+
+    def logs(self, pod: Pod, lines: int = 40) -> str:
+        return pod.containers[-1].logs(tail=lines).decode(errors="replace")
+
+    def close(self) -> None:
+        for pod in self.pods:
+            for runner in pod.containers:
+                runner.remove(force=True, v=True)
+        for name in self.volumes.values():
+            self.client.volumes.get(name).remove(force=True)
+        self.network.remove()
+        self.files.cleanup()
+
+    def __enter__(self) -> Rehearsal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def component_pods(rehearsal: Rehearsal) -> Iterator[Pod]:
+    return (pod for pod in rehearsal.pods if pod.manifest.kind in {"Deployment", "StatefulSet"})
+
+
+def describe(options: dict[str, Any]) -> str:
+    """A container's run options with every env value hidden: the test output shows wiring, not secrets."""
+    shown = {key: value for key, value in options.items() if key != "environment"}
+    shown["environment"] = sorted(options.get("environment", {}))
+    return json.dumps(shown, default=str)
