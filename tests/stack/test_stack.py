@@ -25,16 +25,16 @@ DAG_ID = "smoke_kubernetes_executor"
 
 
 @pytest.fixture(scope="module")
-def stack(airflow_image: str, stack_postgres_image: str) -> Iterator[Rehearsal]:
+def stack(airflow_image: str, postgres_image: str) -> Iterator[Rehearsal]:
     rendered = manifests.render("kind", image=airflow_image)
     postgres = manifests.find(rendered, "StatefulSet", "airflow-postgres")
     assert postgres, "the kind overlay has no StatefulSet/airflow-postgres"
-    postgres_image = postgres.obj["spec"]["template"]["spec"]["containers"][0]["image"]
+    manifest_postgres_image = postgres.obj["spec"]["template"]["spec"]["containers"][0]["image"]
     print(
         f"\nREHEARSAL, not a KubernetesExecutor test: executor overridden to {EXECUTOR_OVERRIDE}."
-        f"\nImage substituted because no registry is reachable: {postgres_image} -> {stack_postgres_image}."
+        f"\nImage substituted because no registry is reachable: {manifest_postgres_image} -> {postgres_image}."
     )
-    rehearsal = Rehearsal(rendered, secrets.generate_missing({}), {postgres_image: stack_postgres_image})
+    rehearsal = Rehearsal(rendered, secrets.generate_missing({}), {manifest_postgres_image: postgres_image})
     try:
         rehearsal.start(postgres)
         for pod in rehearsal.pods:
