@@ -137,7 +137,9 @@ class Rehearsal:
         """Docker volumes and tmpfs mounts for the container's volumeMounts."""
         volumes = {volume["name"]: volume for volume in pod.spec.get("volumes") or []}
         for claim in (pod.manifest.obj.get("spec") or {}).get("volumeClaimTemplates") or []:
-            volumes[claim["metadata"]["name"]] = {"persistentVolumeClaim": {"claimName": f"{claim['metadata']['name']}-{pod.name}"}}
+            volumes[claim["metadata"]["name"]] = {
+                "persistentVolumeClaim": {"claimName": f"{claim['metadata']['name']}-{pod.name}"}
+            }
         binds: dict[str, dict[str, str]] = {}
         tmpfs: dict[str, str] = {}
         for mount in container.get("volumeMounts") or []:
@@ -146,7 +148,8 @@ class Rehearsal:
             if "emptyDir" in volume and mount["mountPath"] == "/tmp":
                 tmpfs["/tmp"] = "rw,exec,mode=1777"
             elif "emptyDir" in volume:
-                binds[self.volume(f"{pod.name}-{mount['name']}")] = {"bind": mount["mountPath"], "mode": mode}
+                volume_name = self.empty_dir(f"{pod.name}-{mount['name']}", self.image(container))
+                binds[volume_name] = {"bind": mount["mountPath"], "mode": mode}
             elif "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 binds[self.volume(claim)] = {"bind": mount["mountPath"], "mode": mode}
@@ -157,10 +160,32 @@ class Rehearsal:
                 raise RehearsalError(f"{pod.manifest.ref}: volume {mount['name']} is not rehearsed: {volume}")
         return binds, tmpfs
 
+    def image(self, container: dict[str, Any]) -> str:
+        return self.image_substitutes.get(container["image"], container["image"])
+
     def volume(self, name: str) -> str:
         """A named Docker volume; a new one copies the image's folder, owner included."""
         if name not in self.volumes:
             self.volumes[name] = self.client.volumes.create(f"airflow-ha-stack-{self.run_id}-{name}").name
+        return self.volumes[name]
+
+    def empty_dir(self, name: str, image: str) -> str:
+        """Like an emptyDir: empty, writable by any user, shared by the pod's containers.
+
+        A named volume outlives each container (a tmpfs volume would not), and starts
+        root-owned, so one short root container opens it up as the kubelet does (0777).
+        """
+        if name not in self.volumes:
+            volume = self.client.volumes.create(f"airflow-ha-stack-{self.run_id}-{name}").name
+            self.client.containers.run(
+                image,
+                ["chmod", "1777", "/volume"],
+                entrypoint=[],
+                user="0",
+                volumes={volume: {"bind": "/volume"}},
+                remove=True,
+            )
+            self.volumes[name] = volume
         return self.volumes[name]
 
     def projected_files(self, pod: Pod, volume: dict[str, Any]) -> Path:
@@ -185,7 +210,7 @@ class Rehearsal:
             raise RehearsalError(f"{pod.manifest.ref}: container {container['name']} is privileged")
         binds, tmpfs = self.mounts(pod, container)
         options: dict[str, Any] = {
-            "image": self.image_substitutes.get(container["image"], container["image"]),
+            "image": self.image(container),
             "name": f"airflow-ha-stack-{self.run_id}-{pod.name}-{container['name']}",
             "hostname": pod.name,
             "environment": self.environment(pod, container),
@@ -214,11 +239,15 @@ class Rehearsal:
         try:
             status = runner.wait(timeout=timeout)
         except Exception as error:
-            raise RehearsalError(f"{pod.manifest.ref}: {container['name']} did not finish in {timeout:.0f}s") from error
+            raise RehearsalError(
+                f"{pod.manifest.ref}: {container['name']} did not finish in {timeout:.0f}s"
+            ) from error
         output = runner.logs().decode(errors="replace")
         if status.get("StatusCode") != 0:
             tail = "\n".join(output.splitlines()[-30:])
-            raise RehearsalError(f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}:\n{tail}")
+            raise RehearsalError(
+                f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}:\n{tail}"
+            )
         return output
 
     def start(self, manifest: Manifest, timeout: float = 300) -> list[Pod]:
@@ -266,7 +295,9 @@ class Rehearsal:
             return True, "no probe"
         runner = next(c for c in pod.containers if c.name.endswith(f"-{container['name']}"))
         if "exec" in probe:
-            result = runner.exec_run(probe["exec"]["command"], user=self.run_options(pod, container).get("user", ""))
+            result = runner.exec_run(
+                probe["exec"]["command"], user=self.run_options(pod, container).get("user", "")
+            )
             return result.exit_code == 0, result.output.decode(errors="replace")[-2000:]
         if "httpGet" in probe:
             port = probe["httpGet"]["port"]
@@ -290,10 +321,14 @@ class Rehearsal:
                     self.require_running(pod)
                     passed, output = self.probe(pod, container, kind)
                     if passed:
-                        results[f"{container['name']} {kind}"] = output.strip().splitlines()[-1:][0] if output.strip() else ""
+                        results[f"{container['name']} {kind}"] = (
+                            output.strip().splitlines()[-1:][0] if output.strip() else ""
+                        )
                         break
                     if time.monotonic() > deadline:
-                        raise RehearsalError(f"{pod.name}: {kind} of {container['name']} still failing:\n{output}")
+                        raise RehearsalError(
+                            f"{pod.name}: {kind} of {container['name']} still failing:\n{output}"
+                        )
                     time.sleep(3)
         return results
 

@@ -52,7 +52,9 @@ def stack(airflow_image: str, postgres_image: str) -> Iterator[Rehearsal]:
     finally:
         run_id = rehearsal.run_id
         rehearsal.close()
-        leftovers = rehearsal.client.containers.list(all=True, filters={"label": f"airflow-ha-stack={run_id}"})
+        leftovers = rehearsal.client.containers.list(
+            all=True, filters={"label": f"airflow-ha-stack={run_id}"}
+        )
         assert not leftovers, f"rehearsal containers left behind: {[c.name for c in leftovers]}"
 
 
@@ -76,7 +78,9 @@ def test_every_component_replica_passes_its_own_probes(stack: Rehearsal) -> None
         replicas[pod.manifest.name] += 1
         print(f"{pod.name}: " + "; ".join(f"{probe} ok" for probe in results))
     # The HA layout itself is rehearsed: two api-servers, schedulers and triggerers at once.
-    assert replicas["airflow-api-server"] == replicas["airflow-scheduler"] == replicas["airflow-triggerer"] == 2
+    assert (
+        replicas["airflow-api-server"] == replicas["airflow-scheduler"] == replicas["airflow-triggerer"] == 2
+    )
 
 
 def test_api_servers_answer_behind_the_service_name(stack: Rehearsal) -> None:
@@ -94,7 +98,18 @@ def test_smoke_dag_runs_through_invoke_smoke(stack: Rehearsal, api_url: str) -> 
     invoke = shutil.which("invoke")
     assert invoke, "invoke is not installed in this environment"
     result = subprocess.run(
-        [invoke, "smoke", "--api-url", api_url, "--username", username, "--password", password, "--timeout", "300"],
+        [
+            invoke,
+            "smoke",
+            "--api-url",
+            api_url,
+            "--username",
+            username,
+            "--password",
+            password,
+            "--timeout",
+            "300",
+        ],
         capture_output=True,
         text=True,
         timeout=420,
