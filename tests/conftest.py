@@ -1,0 +1,215 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+# ----------------------------------------------------------------------------------
+# Docker fixtures (issue 3, the image). tests/image and tests/stack use them:
+#   docker_client    a client of a running daemon; every test using it skips, with
+#                    the reason, when there is no daemon
+#   base_image       "airflow-ha-base:bookworm", built by debootstrap when missing
+#   airflow_image    the Airflow image, built once per session the way `invoke build`
+#                    builds it (same code, same tag), on base_image, with a CA bundle
+#                    that carries ca_bundle_marker
+#   postgres_image   PostgreSQL 15 from Debian on base_image (docker/postgres)
+#   docker_network   a user-defined network, so containers resolve each other's aliases
+#   postgres_server  a running PostgreSQL on docker_network, reachable as
+#                    airflow-postgres:5432 (a PostgresServer: .url for Airflow)
+#   registry         "127.0.0.1:<port>" of Debian's docker-registry, started here
+# ----------------------------------------------------------------------------------
+import secrets as token
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import certifi
+import httpx
+import pytest
+import yaml
+from docker.client import DockerClient
+from docker.errors import DockerException, ImageNotFound
+from docker.models.containers import Container
+from docker.models.networks import Network
+
+from airflow_ha import REPO_ROOT, image
+from airflow_ha import secrets as airflow_secrets
+
+BASE_IMAGE = "airflow-ha-base:bookworm"
+POSTGRES_IMAGE = "airflow-ha-postgres:15"
+# Appended to the CA bundle of the session's build: no layer of the image may contain it.
+CA_BUNDLE_MARKER = "# airflow-ha test marker: this CA bundle line must not reach any image layer"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> DockerClient:
+    try:
+        client = DockerClient.from_env()
+        client.ping()
+    except DockerException as error:
+        pytest.skip(f"no Docker daemon ({error}): these tests run containers; .ci/run installs Docker Engine")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: DockerClient) -> str:
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except ImageNotFound:
+        image.build_base_image(name=BASE_IMAGE, suite="bookworm", mirror=None)
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def ca_bundle_marker() -> str:
+    return CA_BUNDLE_MARKER
+
+
+@pytest.fixture(scope="session")
+def marked_ca_bundle(tmp_path_factory: pytest.TempPathFactory, ca_bundle_marker: str) -> Path:
+    """The host's CA bundle (certifi's where there is none), plus the marker line.
+
+    The marker is fixed, so that the build cache still serves the next session.
+    """
+    host_bundle = image.ca_bundle_path(None) or Path(certifi.where())
+    bundle = tmp_path_factory.mktemp("ca") / "bundle.pem"
+    bundle.write_text(f"{host_bundle.read_text().rstrip()}\n{ca_bundle_marker}\n")
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def airflow_image(docker_client: DockerClient, base_image: str, marked_ca_bundle: Path) -> str:
+    settings = yaml.safe_load((REPO_ROOT / "invoke.yaml").read_text())["image"]
+    reference = f"{settings['repository']}:{image.image_tag(settings['airflow_version'])}"
+    image.build_image(reference, base_image=base_image, ca_bundle=str(marked_ca_bundle))
+    return reference
+
+
+@pytest.fixture(scope="session")
+def postgres_image(docker_client: DockerClient, base_image: str) -> str:
+    with image.build_context(REPO_ROOT / "docker" / "postgres", "Dockerfile") as context:
+        image.build(context, POSTGRES_IMAGE, buildargs={"BASE_IMAGE": base_image}, client=docker_client)
+    return POSTGRES_IMAGE
+
+
+@pytest.fixture(scope="session")
+def docker_network(docker_client: DockerClient) -> Iterator[Network]:
+    network = docker_client.networks.create(f"airflow-ha-test-{token.token_hex(4)}", driver="bridge")
+    yield network
+    network.reload()
+    for container in network.containers:
+        network.disconnect(container, force=True)
+    network.remove()
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    container: Container
+    network: str
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL, for containers on the same network."""
+        return airflow_secrets.database_url(self.password, host=self.host, port=self.port)
+
+
+def wait_for_postgres(container: Container, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status != "running":
+            raise AssertionError(f"PostgreSQL exited: {container.logs().decode()[-2000:]}")
+        if container.exec_run(["pg_isready", "--host", "127.0.0.1", "--quiet"]).exit_code == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"PostgreSQL not ready after {timeout} s: {container.logs().decode()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(
+    docker_client: DockerClient, postgres_image: str, docker_network: Network
+) -> Iterator[PostgresServer]:
+    password = token.token_urlsafe(24)
+    container = docker_client.containers.create(
+        postgres_image,
+        environment={
+            "POSTGRES_USER": airflow_secrets.DATABASE_USER,
+            "POSTGRES_DB": airflow_secrets.DATABASE_NAME,
+            "POSTGRES_PASSWORD": password,
+        },
+        network=docker_network.name,
+        networking_config={
+            docker_network.name: docker_client.api.create_endpoint_config(
+                aliases=[airflow_secrets.DATABASE_HOST]
+            )
+        },
+        name=f"airflow-ha-test-postgres-{token.token_hex(4)}",
+    )
+    try:
+        container.start()
+        wait_for_postgres(container)
+        yield PostgresServer(
+            container=container,
+            network=docker_network.name,
+            host=airflow_secrets.DATABASE_HOST,
+            port=airflow_secrets.DATABASE_PORT,
+            user=airflow_secrets.DATABASE_USER,
+            password=password,
+            database=airflow_secrets.DATABASE_NAME,
+        )
+    finally:
+        container.remove(force=True, v=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def registry(docker_client: DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry on loopback, which Docker lets a push use over plain HTTP."""
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    if not Path(binary).is_file():
+        pytest.fail("docker-registry is not installed: `sudo apt-get install docker-registry` (Debian)")
+    address = f"127.0.0.1:{free_port()}"
+    folder = tmp_path_factory.mktemp("registry")
+    config = folder / "config.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {"filesystem": {"rootdirectory": str(folder / "data")}},
+                "http": {"addr": address},
+            }
+        )
+    )
+    log = (folder / "registry.log").open("w")
+    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://{address}/v2/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"docker-registry did not start: {(folder / 'registry.log').read_text()}"
+                )
+            time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
