@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
+from docker.client import DockerClient
 from docker.models.containers import Container
 
 from airflow_ha.manifests import Manifest, containers, pod_specs
@@ -66,7 +66,7 @@ class Rehearsal:
         image_substitutes: dict[str, str] | None = None,
         run_id: str = "",
     ):
-        self.client = docker.from_env()
+        self.client = DockerClient.from_env()
         self.manifests = manifests
         self.secrets = secrets
         self.image_substitutes = image_substitutes or {}

@@ -32,14 +32,16 @@ def stack(airflow_image: str, postgres_image: str) -> Iterator[Rehearsal]:
     manifest_postgres_image = postgres.obj["spec"]["template"]["spec"]["containers"][0]["image"]
     print(
         f"\nREHEARSAL, not a KubernetesExecutor test: executor overridden to {EXECUTOR_OVERRIDE}."
-        f"\nImage substituted because no registry is reachable: {manifest_postgres_image} -> {postgres_image}."
+        f"\nNo registry is reachable, so {manifest_postgres_image} runs as {postgres_image}."
     )
     rehearsal = Rehearsal(rendered, secrets.generate_missing({}), {manifest_postgres_image: postgres_image})
     try:
         rehearsal.start(postgres)
         for pod in rehearsal.pods:
             rehearsal.wait_until_probes_pass(pod, timeout=120)
-        print(rehearsal.run_job(manifests.find(rendered, "Job", "airflow-migrate")).strip().splitlines()[-1])
+        migrate = manifests.find(rendered, "Job", "airflow-migrate")
+        assert migrate, "the kind overlay has no Job/airflow-migrate"
+        print(rehearsal.run_job(migrate).strip().splitlines()[-1])
         for name in COMPONENTS:
             workload = manifests.find(rendered, "Deployment", name)
             assert workload, f"the kind overlay has no Deployment/{name}"
