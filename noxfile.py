@@ -37,7 +37,9 @@ def install_checkov(session: nox.Session) -> None:
         env={"UV_TOOL_DIR": tools, "UV_TOOL_BIN_DIR": os.path.join(tools, "bin")},
         external=True,
     )
-    session.env["PATH"] = os.pathsep.join([os.path.join(tools, "bin"), session.env.get("PATH") or os.environ["PATH"]])
+    session.env["PATH"] = os.pathsep.join(
+        [os.path.join(tools, "bin"), session.env.get("PATH") or os.environ["PATH"]]
+    )
 
 
 @nox.session(python=PYTHON)
@@ -59,7 +61,14 @@ def tests(session: nox.Session) -> None:
     """Unit tests: every lint check against broken manifests, the DAG, deploy and smoke logic."""
     install_project(session, "test")
     install_checkov(session)
-    session.run("pytest", "tests", "--ignore=tests/image", "--ignore=tests/stack", "--ignore=tests/e2e", *session.posargs)
+    session.run(
+        "pytest",
+        "tests",
+        "--ignore=tests/image",
+        "--ignore=tests/stack",
+        "--ignore=tests/e2e",
+        *session.posargs,
+    )
 
 
 @nox.session(python=PYTHON)

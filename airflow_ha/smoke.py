@@ -1,0 +1,626 @@
+"""Prove that a DAG runs end to end: through the REST API, and in a cluster through worker pods.
+
+The REST flow is the one Airflow's own kind tests use: POST /auth/token, unpause the
+DAG (retrying while it is parsed), trigger a run, poll its task instances. In a cluster
+a Kubernetes watch records the executor's worker pods during the run, and afterwards
+the smoke test requires one pod per task instance, all of them deleted, and every
+task's log still readable through the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from kubernetes.client.exceptions import ApiException
+from rich.live import Live
+from rich.table import Table
+
+from . import PART_OF, PART_OF_LABEL, cluster
+from . import deploy as deploying
+from . import secrets as generated
+from .console import Failure, console
+
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+# Outside a cluster no task runs in a worker pod, so the DAG's last task must not require it.
+CLUSTER_CONF = {"require_executor_pods": True}
+RELAXED_CONF = {"require_executor_pods": False}
+POLL_SECONDS = 2
+PARSE_RETRY_SECONDS = 5
+LOG_TAIL = 15
+REQUEST_TIMEOUT = 30
+WATCH_SECONDS = 5  # each watch request ends after this, so stopping the watch never waits long
+
+
+class DagNotFound(Failure):
+    """The api-server does not know the DAG: it was never parsed."""
+
+
+class RunFailed(Failure):
+    """The DAG run failed or timed out; carries the run for cluster diagnostics."""
+
+    def __init__(self, message: str, run_id: str, task_instances: list[dict[str, Any]]):
+        super().__init__(message)
+        self.run_id = run_id
+        self.task_instances = task_instances
+
+
+@dataclass
+class Run:
+    dag_id: str
+    run_id: str
+    task_instances: list[dict[str, Any]]
+
+
+class AirflowAPI:
+    """A REST client of one api-server: Bearer token from /auth/token, renewed on 401.
+
+    A request that fails to connect or gets a 502/503/504 is retried once after a
+    second; ``retried`` counts those, and a second failure raises Failure.
+    """
+
+    def __init__(self, url: str, username: str, password: str):
+        self.url = url.rstrip("/")
+        self.username = username
+        self._password = password
+        self._token: str | None = None
+        self.retried = 0
+        self.http = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT)
+
+    def __enter__(self) -> AirflowAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.http.close()
+
+    def login(self) -> None:
+        response = self._send(
+            "POST", "/auth/token", json={"username": self.username, "password": self._password}
+        )
+        if response.status_code == 401:
+            raise Failure(
+                f"wrong credentials: POST {self.url}/auth/token answered 401 for user {self.username!r}. "
+                "Check --username and --password (in a cluster they come from the airflow-admin Secret)"
+            )
+        self._token = self._json(response, "POST", "/auth/token")["access_token"]
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        if self._token is None:
+            self.login()
+        response = self._send(method, path, headers={**(headers or {}), **self._authorization()}, **kwargs)
+        if response.status_code == 401:  # the token expired: take a new one, once
+            self.login()
+            response = self._send(
+                method, path, headers={**(headers or {}), **self._authorization()}, **kwargs
+            )
+        return response
+
+    def _authorization(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self._json(self.request("GET", path, **kwargs), "GET", path)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in (1, 2):
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code not in (502, 503, 504):
+                    return response
+                problem = f"HTTP {response.status_code}"
+            if attempt == 1:
+                self.retried += 1
+                time.sleep(1)
+        raise Failure(f"cannot reach the api-server: {method} {self.url}{path} failed twice ({problem})")
+
+    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
+        if not response.is_success:
+            raise Failure(
+                f"{method} {self.url}{path} answered HTTP {response.status_code}: {response.text[:300]}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise Failure(f"{method} {self.url}{path} answered with no JSON: {response.text[:300]}") from None
+
+    # The smoke flow
+
+    def unpause(self, dag_id: str, timeout: float) -> None:
+        """Unpause the DAG, retrying while the dag-processor has not parsed it yet."""
+        deadline = time.monotonic() + timeout
+        with console.status(f"unpausing {dag_id} (waiting for it to be parsed)"):
+            while True:
+                response = self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+                if response.status_code != 404:
+                    self._json(response, "PATCH", f"/api/v2/dags/{dag_id}")
+                    return
+                if time.monotonic() > deadline:
+                    raise DagNotFound(
+                        f"DAG {dag_id!r} not found at {self.url} (404): it was never parsed within "
+                        f"{timeout:.0f} s. Check that dags/ holds it and that the dag-processor runs."
+                        f"{self.import_errors()}"
+                    )
+                time.sleep(PARSE_RETRY_SECONDS)
+
+    def import_errors(self) -> str:
+        errors = self.get("/api/v2/importErrors").get("import_errors") or []
+        return "".join(
+            f"\nimport error in {e['filename']}:\n{e['stack_trace'].strip()[-800:]}" for e in errors
+        )
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
+        response = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        return str(self._json(response, "POST", f"/api/v2/dags/{dag_id}/dagRuns")["dag_run_id"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        found = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return sorted(found, key=lambda ti: (ti["task_id"], ti["map_index"]))
+
+    def log(self, dag_id: str, run_id: str, task_instance: dict[str, Any]) -> list[dict[str, Any]]:
+        """The task's log events, as the UI reads them; the first ones name the log's sources."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_instance['task_id']}"
+            f"/logs/{task_instance['try_number']}"
+        )
+        params = {"map_index": task_instance["map_index"], "full_content": True}
+        content = self.get(path, params=params, headers={"Accept": "application/json"})["content"]
+        return [event if isinstance(event, dict) else {"event": str(event)} for event in content]
+
+
+def run_dag(
+    api: AirflowAPI, dag_id: str, conf: dict[str, Any], timeout: float, pods: PodWatch | None = None
+) -> Run:
+    """Unpause, trigger and follow one run with a live table; RunFailed on a failed task or timeout."""
+    api.unpause(dag_id, timeout)
+    run_id = api.trigger(dag_id, conf)
+    console.print(f"triggered {dag_id} run {run_id} with conf {json.dumps(conf)}")
+    return follow_run(api, dag_id, run_id, timeout, pods)
+
+
+def follow_run(
+    api: AirflowAPI, dag_id: str, run_id: str, timeout: float, pods: PodWatch | None = None
+) -> Run:
+    """Poll a run's task instances until it succeeds; RunFailed early on a failed task, or at the timeout."""
+    deadline = time.monotonic() + timeout
+    task_instances: list[dict[str, Any]] = []
+    with task_display(pods, run_id) as show:
+        while True:
+            task_instances = api.task_instances(dag_id, run_id)
+            show(task_instances)
+            failed = [ti for ti in task_instances if ti["state"] in FAILED_STATES]
+            if failed:
+                raise RunFailed(failure_message(api, dag_id, run_id, failed), run_id, task_instances)
+            state = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            if state == "success":
+                return Run(dag_id, run_id, task_instances)
+            if state == "failed":
+                raise RunFailed(
+                    f"run {run_id} of {dag_id} failed: {states(task_instances)}", run_id, task_instances
+                )
+            if time.monotonic() > deadline:
+                late = f"did not finish within {timeout:.0f} s (run state {state}): {states(task_instances)}"
+                raise RunFailed(f"run {run_id} of {dag_id} {late}", run_id, task_instances)
+            time.sleep(POLL_SECONDS)
+
+
+@contextmanager
+def task_display(pods: PodWatch | None, run_id: str) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """A live table of task states on a terminal; elsewhere (CI logs) one line per state change."""
+    if console.is_terminal:
+        with Live(task_table([], pods, run_id), console=console, refresh_per_second=4) as live:
+            yield lambda task_instances: live.update(task_table(task_instances, pods, run_id))
+        return
+    seen: dict[tuple[str, int], str] = {}
+
+    def show(task_instances: list[dict[str, Any]]) -> None:
+        for ti in task_instances:
+            state = ti["state"]
+            if state and seen.get((ti["task_id"], ti["map_index"])) != state:
+                seen[ti["task_id"], ti["map_index"]] = state
+                console.print(f"  {ti['task_id']}: {state} (try {ti['try_number']})")
+
+    yield show
+
+
+def task_table(task_instances: list[dict[str, Any]], pods: PodWatch | None, run_id: str) -> Table:
+    table = Table(title="task instances", title_justify="left")
+    table.add_column("task")
+    table.add_column("state")
+    table.add_column("try", justify="right")
+    if pods is not None:
+        table.add_column("worker pod")
+    colours = {"success": "green", "failed": "red", "upstream_failed": "red", "running": "yellow"}
+    for ti in task_instances:
+        state = ti["state"] or "none"
+        row = [ti["task_id"], f"[{colours.get(state, 'default')}]{state}[/]", str(ti["try_number"])]
+        if pods is not None:
+            pod = pods.pod_for(ti, run_id)
+            row.append(f"{pod.name} ({pod.phase}{', deleted' if pod.deleted else ''})" if pod else "-")
+        table.add_row(*row)
+    return table
+
+
+def states(task_instances: list[dict[str, Any]]) -> str:
+    return (
+        ", ".join(f"{ti['task_id']}={ti['state'] or 'none'}" for ti in task_instances)
+        or "no task instances yet"
+    )
+
+
+def failure_message(api: AirflowAPI, dag_id: str, run_id: str, failed: list[dict[str, Any]]) -> str:
+    lines = [f"run {run_id} of {dag_id} failed: {states(failed)}"]
+    for ti in failed:
+        if ti["state"] == "failed":
+            lines.append(f"task {ti['task_id']!r} failed (try {ti['try_number']}); the end of its log:")
+            lines.append(log_tail(api.log(dag_id, run_id, ti)))
+    return "\n".join(lines)
+
+
+def log_tail(events: list[dict[str, Any]], lines: int = LOG_TAIL) -> str:
+    text = []
+    for event in task_events(events)[-lines:]:
+        line = f"  | {event.get('level', '')} {event['event']}".rstrip()
+        for error in event.get("error_detail") or []:
+            line += f"\n  | {error.get('exc_type')}: {error.get('exc_value')}"
+        text.append(line)
+    return "\n".join(text) or "  (the log is empty)"
+
+
+def task_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events the task itself logged: everything after the log-sources group."""
+    names = [str(event.get("event", "")) for event in events]
+    start = names.index("::endgroup::") + 1 if "::endgroup::" in names else 0
+    return events[start:]
+
+
+def require_logs(api: AirflowAPI, run: Run) -> None:
+    """Every task's log must be readable through the REST API."""
+    for ti in run.task_instances:
+        events = api.log(run.dag_id, run.run_id, ti)
+        if not task_events(events):
+            sources = "; ".join(str(e.get("event")) for e in events[1:-1]) or "none"
+            raise Failure(
+                f"the log of task {ti['task_id']!r} (try {ti['try_number']}) cannot be read through "
+                f"{api.url}: its sources say: {sources}. Task logs must outlive worker pods: "
+                "the airflow-logs volume must be shared by every component and worker pod"
+            )
+    console.print(f"[green]✓[/] the logs of all {len(run.task_instances)} tasks are readable through the API")
+
+
+# smoke
+
+
+def smoke(
+    *,
+    context: str | None,
+    kind_cluster: str,
+    namespace: str,
+    api_url: str | None,
+    username: str | None,
+    password: str | None,
+    dag_id: str,
+    timeout: int,
+) -> Run:
+    """Run the smoke DAG; in a cluster, prove each task ran in its own KubernetesExecutor worker pod."""
+    if api_url:
+        if not (username and password):
+            raise Failure("--api-url needs --username and --password")
+        console.print(
+            f"checking the Airflow API at {api_url}: the cluster assertions are skipped, and the run gets "
+            f"conf {json.dumps(RELAXED_CONF)} because outside a cluster no task runs in a worker pod"
+        )
+        with AirflowAPI(api_url, username, password) as api:
+            run = run_dag(api, dag_id, RELAXED_CONF, timeout)
+            require_logs(api, run)
+        console.print(f"[green]✓[/] smoke run {run.run_id} of {dag_id} succeeded")
+        return run
+
+    target = cluster.check_context(context, kind_cluster)
+    kube = cluster.kube_clients(target)
+    if not (username and password):
+        username, password = admin_credentials(kube, namespace)
+    with (
+        api_server(kube, namespace, on_kind=cluster.is_kind(target, kind_cluster)) as url,
+        AirflowAPI(url, username, password) as api,
+        PodWatch(kube, namespace, dag_id) as pods,
+    ):
+        try:
+            run = run_dag(api, dag_id, CLUSTER_CONF, timeout, pods)
+            require_worker_pods(kube, namespace, pods, run, timeout)
+            require_logs(api, run)
+        except DagNotFound as failure:
+            raise Failure(f"{failure}{component_logs(kube, namespace, 'dag-processor')}") from None
+        except Failure as failure:
+            raise Failure(f"{failure}{cluster_diagnostics(kube, namespace, pods)}") from None
+    console.print(
+        f"[green]✓[/] smoke run {run.run_id} of {dag_id} succeeded: each of its {len(run.task_instances)} "
+        "tasks ran in its own KubernetesExecutor worker pod, since deleted"
+    )
+    return run
+
+
+def admin_credentials(kube: cluster.Kube, namespace: str) -> tuple[str, str]:
+    secret = deploying.read(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": generated.ADMIN_SECRET, "namespace": namespace},
+        },
+    )
+    data = (secret or {}).get("data") or {}
+    if "username" not in data or "password" not in data:
+        raise Failure(
+            f"Secret/{generated.ADMIN_SECRET} with username and password not found in namespace "
+            f"{namespace!r}: run `invoke deploy` first, or pass --username and --password"
+        )
+    return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
+
+
+@contextmanager
+def api_server(kube: cluster.Kube, namespace: str, *, on_kind: bool) -> Iterator[str]:
+    """The api-server's URL: the NodePort kind maps to localhost, else a kubectl port-forward."""
+    services = kube.dynamic.resources.get(api_version="v1", kind="Service")
+    selector = f"{PART_OF_LABEL}={PART_OF},app.kubernetes.io/component=api-server"
+    found = deploying.as_dict(
+        services.get(namespace=namespace, label_selector=selector, _request_timeout=deploying.REQUEST_TIMEOUT)
+    )
+    items = found.get("items") or []
+    if not items:
+        raise Failure(f"no api-server Service in namespace {namespace!r}: run `invoke deploy` first")
+    if on_kind:
+        for service in items:
+            for port in (service.get("spec") or {}).get("ports") or []:
+                if port.get("nodePort"):
+                    url = f"http://localhost:{port['nodePort']}"
+                    if _healthy(url):
+                        yield url
+                        return
+    service = next(
+        (s for s in items if (s.get("spec") or {}).get("type", "ClusterIP") == "ClusterIP"), items[0]
+    )
+    port = service["spec"]["ports"][0]["port"]
+    with port_forward(kube.context, namespace, f"svc/{service['metadata']['name']}", port) as url:
+        yield url
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/v2/monitor/health", timeout=5).is_success
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def port_forward(context: str, namespace: str, target: str, port: int) -> Iterator[str]:
+    """A `kubectl port-forward` to a free local port, for as long as the block runs."""
+    command = ["kubectl", "--context", context, "-n", namespace, "port-forward", target, f":{port}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read_all() -> None:  # so that its "Handling connection" lines never fill the pipe
+        for line in process.stdout or []:
+            lines.put(line)
+
+    threading.Thread(target=read_all, daemon=True).start()
+    try:
+        try:
+            first = lines.get(timeout=30)
+        except queue.Empty:
+            first = "no output within 30 s"
+        found = re.match(r"Forwarding from 127\.0\.0\.1:(\d+)", first)
+        if not found:
+            raise Failure(f"`{' '.join(command)}` did not start forwarding: {first.strip()}")
+        yield f"http://127.0.0.1:{found.group(1)}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# worker pods
+
+
+@dataclass
+class WorkerPod:
+    name: str
+    labels: dict[str, str]
+    phase: str
+    deleted: bool = False
+
+
+@dataclass
+class PodWatch:
+    """Records the worker pods of one DAG through the Kubernetes watch API, in a thread."""
+
+    kube: cluster.Kube
+    namespace: str
+    dag_id: str
+    pods: dict[str, WorkerPod] = field(default_factory=dict)
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._listed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-pod-watch", daemon=True)
+        self.labels = {"kubernetes_executor": "True", "dag_id": safe_label(self.dag_id)}
+        self.selector = ",".join(f"{k}={v}" for k, v in self.labels.items())
+
+    def __enter__(self) -> PodWatch:
+        self._thread.start()
+        if not self._listed.wait(timeout=60):
+            raise Failure(
+                f"cannot list the worker pods in namespace {self.namespace!r}: {self.error or 'timed out'}"
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2 * WATCH_SECONDS)
+
+    def pod_for(self, task_instance: dict[str, Any], run_id: str) -> WorkerPod | None:
+        wanted = expected_labels(self.dag_id, run_id, task_instance)
+        matches = [p for p in list(self.pods.values()) if wanted.items() <= p.labels.items()]
+        return matches[-1] if matches else None
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        resource = self.kube.dynamic.resources.get(api_version="v1", kind="Pod")
+        version = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    listed = deploying.as_dict(
+                        resource.get(
+                            namespace=self.namespace,
+                            label_selector=self.selector,
+                            _request_timeout=deploying.REQUEST_TIMEOUT,
+                        )
+                    )
+                    for pod in listed.get("items") or []:
+                        self._record("ADDED", pod)
+                    version = listed["metadata"]["resourceVersion"]
+                    self._listed.set()
+                for event in resource.watch(
+                    namespace=self.namespace,
+                    label_selector=self.selector,
+                    resource_version=version,
+                    timeout=WATCH_SECONDS,
+                    watcher=watch.Watch(),
+                ):
+                    pod = event["raw_object"]
+                    version = pod["metadata"]["resourceVersion"]
+                    self._record(event["type"], pod)
+                    if self._stop.is_set():
+                        break
+            except Exception as error:  # 410 Gone, a dropped connection: list again and go on
+                self.error = f"{type(error).__name__}: {error}"
+                version = None
+                self._stop.wait(POLL_SECONDS)
+
+    def _record(self, event_type: str, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        phase = (pod.get("status") or {}).get("phase") or "Unknown"
+        known = self.pods.get(name)
+        self.pods[name] = WorkerPod(
+            name,
+            dict(pod["metadata"].get("labels") or {}),
+            phase,
+            deleted=event_type == "DELETED" or bool(known and known.deleted),
+        )
+
+
+def safe_label(value: str) -> str:
+    """A label value as KubernetesExecutor writes it (it shortens and hashes unsafe ones)."""
+    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
+
+    return str(make_safe_label_value(value))
+
+
+def expected_labels(dag_id: str, run_id: str, task_instance: dict[str, Any]) -> dict[str, str]:
+    """The labels KubernetesExecutor puts on the worker pod of one task instance."""
+    labels = {
+        "kubernetes_executor": "True",
+        "dag_id": safe_label(dag_id),
+        "task_id": safe_label(task_instance["task_id"]),
+        "run_id": safe_label(run_id),
+        "try_number": str(task_instance["try_number"]),
+    }
+    if task_instance["map_index"] >= 0:
+        labels["map_index"] = str(task_instance["map_index"])
+    return labels
+
+
+def require_worker_pods(kube: cluster.Kube, namespace: str, pods: PodWatch, run: Run, timeout: float) -> None:
+    """One executor-made pod per task instance, seen during the run, and all of them gone afterwards."""
+    mine: dict[str, WorkerPod] = {}
+    for ti in run.task_instances:
+        pod = pods.pod_for(ti, run.run_id)
+        if pod is None:
+            watch_error = f" Watch error: {pods.error}" if pods.error else ""
+            raise Failure(
+                f"task {ti['task_id']!r} (try {ti['try_number']}) succeeded, but no worker pod with the "
+                f"labels {expected_labels(run.dag_id, run.run_id, ti)} was seen in namespace {namespace!r}: "
+                f"did the scheduler run KubernetesExecutor?{watch_error}"
+            )
+        if "airflow-worker" not in pod.labels:
+            raise Failure(
+                f"pod {pod.name} lacks the airflow-worker label: KubernetesExecutor did not create it"
+            )
+        mine[ti["task_id"]] = pod
+    # Each pod's labels name one task instance, so these pods are distinct.
+    console.print(
+        f"[green]✓[/] each task ran in its own worker pod: {', '.join(p.name for p in mine.values())}"
+    )
+
+    selector = {**pods.labels, "run_id": safe_label(run.run_id)}
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the worker pods to be deleted"):
+        while True:
+            left = deploying.list_pods(kube, namespace, selector)
+            if all(pod.deleted for pod in mine.values()) and not left:
+                break
+            if time.monotonic() > deadline:
+                remaining = [
+                    f"{p['metadata']['name']} ({(p.get('status') or {}).get('phase')})" for p in left
+                ]
+                raise Failure(
+                    f"worker pods of run {run.run_id} still exist after {timeout:.0f} s: "
+                    f"{', '.join(remaining) or ', '.join(p.name for p in mine.values() if not p.deleted)}. "
+                    "Is [kubernetes_executor] delete_worker_pods on?"
+                )
+            time.sleep(POLL_SECONDS)
+    console.print("[green]✓[/] every worker pod was deleted after its task")
+
+
+def cluster_diagnostics(kube: cluster.Kube, namespace: str, pods: PodWatch) -> str:
+    """Worker pods with their phase and events, then the schedulers' last log lines."""
+    lines = ["", "worker pods of this DAG seen during the run:"]
+    for pod in pods.pods.values():
+        state = f"{pod.phase}{', deleted' if pod.deleted else ''}"
+        lines.append(f"  {pod.name} task={pod.labels.get('task_id')} run={pod.labels.get('run_id')}: {state}")
+        try:
+            events = deploying.pod_events(kube, namespace, pod.name)
+        except ApiException:
+            events = []
+        lines.extend(
+            f"    {e.get('type')} {e.get('reason')}: {(e.get('message') or '').strip()}" for e in events
+        )
+    if len(lines) == 2:
+        lines.append("  none: the executor created no worker pod for it")
+    if pods.error:
+        lines.append(f"  (last watch error: {pods.error})")
+    return "\n".join(lines) + component_logs(kube, namespace, "scheduler")
+
+
+def component_logs(kube: cluster.Kube, namespace: str, component: str) -> str:
+    """The last log lines of every pod of one component, for diagnostics."""
+    selector = {PART_OF_LABEL: PART_OF, "app.kubernetes.io/component": component}
+    try:
+        found = deploying.list_pods(kube, namespace, selector)
+    except ApiException as error:
+        return f"\n(cannot list the {component} pods: {deploying.api_message(error)})"
+    parts = []
+    for pod in found:
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]["name"]
+        tail = deploying.pod_log_tail(kube, namespace, name, container)
+        parts.append(f"\nlast log lines of {component} pod {name}:\n{tail}")
+    return "".join(parts)
