@@ -7,6 +7,7 @@ docker/Dockerfile sticks to what the classic builder supports.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -96,27 +97,32 @@ def docker_client() -> DockerClient:
 
 
 def image_tag(airflow_version: str, root: Path = REPO_ROOT) -> str:
-    """<airflow version>-<git short revision>, plus -dirty when the working tree has changes.
+    """<airflow version>-<git short revision>; a dirty tree adds .<digest of its changes>-dirty.
 
-    A new commit or an uncommitted change gives a new tag, so a push never silently
-    replaces an image that is already deployed under the same name.
+    A new commit or a different uncommitted change gives a new tag, so a push never
+    silently replaces an image that is already deployed under the same name, and a
+    redeploy after an edit rolls the pods to the new image.
     """
 
-    def git(*args: str) -> str:
+    def git(*args: str) -> bytes:
         # --no-optional-locks: reading the status must not rewrite the index under other writers.
         command = ["git", "--no-optional-locks", "-C", str(root), *args]
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(command, capture_output=True, check=True).stdout
 
     try:
-        revision = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain"))
+        revision = git("rev-parse", "--short", "HEAD").decode().strip()
+        if not git("status", "--porcelain").strip():
+            return f"{airflow_version}-{revision}"
+        changes = hashlib.sha256(git("diff", "HEAD", "--binary"))
+        for name in filter(None, git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")):
+            changes.update(name + b"\0" + (root / name.decode()).read_bytes())
     except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", "") or error
+        detail = getattr(error, "stderr", b"") or error
         raise Failure(
-            f"cannot read the git revision of {root} for the image tag ({detail}). "
+            f"cannot read the git revision of {root} for the image tag ({detail!s}). "
             "Build from a git clone, or name the tag yourself with --tag."
         ) from None
-    return f"{airflow_version}-{revision}{'-dirty' if dirty else ''}"
+    return f"{airflow_version}-{revision}.{changes.hexdigest()[:7]}-dirty"
 
 
 def ca_bundle_path(explicit: str | None) -> Path | None:

@@ -29,7 +29,14 @@ def test_tag_is_version_and_revision_then_dirty(tmp_path: Path) -> None:
     assert image.image_tag("3.3.2", root=tmp_path) == f"3.3.2-{revision}"
 
     (tmp_path / "dag.py").write_text("two\n")
-    assert image.image_tag("3.3.2", root=tmp_path) == f"3.3.2-{revision}-dirty"
+    edited = image.image_tag("3.3.2", root=tmp_path)
+    assert edited.startswith(f"3.3.2-{revision}.") and edited.endswith("-dirty"), edited
+
+    # Another uncommitted change is another image: a redeploy must roll the pods.
+    (tmp_path / "new_dag.py").write_text("three\n")
+    added = image.image_tag("3.3.2", root=tmp_path)
+    assert added.startswith(f"3.3.2-{revision}.") and added != edited, (added, edited)
+    assert image.image_tag("3.3.2", root=tmp_path) == added
 
 
 def test_tag_of_this_repository_names_its_revision() -> None:
