@@ -27,7 +27,7 @@ def install_project(session: nox.Session, *extras: str) -> None:
 
 def install_checkov(session: nox.Session) -> None:
     """checkov's pins clash with Airflow's, so it lives in a tool environment of its own."""
-    tools = os.path.join(session.cache_dir, "tools")
+    tools = os.path.abspath(os.path.join(session.cache_dir, "tools"))
     session.run(
         "uv",
         "tool",

@@ -12,10 +12,15 @@ from contextlib import contextmanager
 
 from invoke import Collection, Context, Exit, task
 
-from airflow_ha import checks, cluster as clusters, deploy as deploying, image, smoke as smoking
+from airflow_ha import checks, image
+from airflow_ha import cluster as clusters
+from airflow_ha import deploy as deploying
+from airflow_ha import smoke as smoking
 from airflow_ha.console import Failure
 
-CONTEXT_HELP = "Kube context to use. Default: the project's kind cluster; any other context must be named here."
+CONTEXT_HELP = (
+    "Kube context to use. Default: the project's kind cluster; any other context must be named here."
+)
 
 
 @contextmanager
@@ -67,7 +72,9 @@ def base_image(c: Context, name: str = "", suite: str = "bookworm", mirror: str 
         "Default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE when set.",
     }
 )
-def build(c: Context, tag: str = "", base_image: str = "", no_cache: bool = False, ca_bundle: str = "") -> None:
+def build(
+    c: Context, tag: str = "", base_image: str = "", no_cache: bool = False, ca_bundle: str = ""
+) -> None:
     """Build the Airflow image with the Docker SDK, streaming progress."""
     with exit_on_failure():
         image.build_image(
@@ -180,7 +187,12 @@ def smoke(
     }
 )
 def teardown(
-    c: Context, context: str = "", namespace: str = "", purge: bool = False, cluster: bool = False, timeout: int = 0
+    c: Context,
+    context: str = "",
+    namespace: str = "",
+    purge: bool = False,
+    cluster: bool = False,
+    timeout: int = 0,
 ) -> None:
     """Remove what deploy created, keeping data unless --purge; verify nothing labelled is left."""
     with exit_on_failure():

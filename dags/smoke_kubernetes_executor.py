@@ -18,9 +18,8 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from kubernetes.client import models as k8s
-
 from airflow.sdk import Param, dag, task
+from kubernetes.client import models as k8s
 
 # A per-task pod override, as a user would give one: this task asks for less memory.
 SMALL_WORKER = {
