@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -734,12 +734,3 @@ def _condition(obj: dict[str, Any], kind: str, status_value: str | None = "True"
         ):
             return dict(condition)
     return None
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll check until it holds; Failure naming ``what`` after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise Failure(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(POLL_SECONDS)

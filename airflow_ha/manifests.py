@@ -134,12 +134,6 @@ def render(
         return [Manifest(_pop_origin(obj, Path(tmp), overlay_dir), obj) for obj in objects]
 
 
-def load_file(path: Path) -> list[Manifest]:
-    """The objects of one YAML file, unrendered. Raises yaml.YAMLError on bad syntax."""
-    with path.open() as stream:
-        return [Manifest(relative(path), obj) for obj in yaml.safe_load_all(stream) if obj]
-
-
 def find(manifests: Iterable[Manifest], kind: str, name: str) -> Manifest | None:
     return next((m for m in manifests if m.kind == kind and m.name == name), None)
 
