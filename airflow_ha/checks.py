@@ -1066,11 +1066,19 @@ def _worker_pod_errors(
     if component.get("image") and base.get("image") != component["image"]:
         message = f"image {base.get('image')!r} is not the image of the scheduler, {component['image']!r}"
         yield "spec.containers[base].image", message
-    lacking = _env_sources(component) - _env_sources(base)
+    lacking = {source for source in _env_sources(component) - _env_sources(base) if source[0] == "ConfigMap"}
     if lacking:
         names = ", ".join(f"{kind} {name}" for kind, name in sorted(lacking))
-        message = f"gets no {names}, which the scheduler gets: workers need the same config and secrets"
+        message = f"gets no {names}, which the scheduler gets: workers need the same config"
         yield "spec.containers[base].envFrom", message
+    # Airflow 3 isolates tasks: a worker reaches the Execution API with the per-task token
+    # in its workload, so a database URL, fernet key or signing secret in it is only a leak.
+    for field, secret in _secret_sources(spec):
+        message = (
+            f"gets Secret {secret}: worker pods must hold no database URL, fernet key or JWT/API "
+            "secret, only what reaches the Execution API"
+        )
+        yield field, message
     mounts = base.get("volumeMounts") or []
     for mount in mounts:
         path = str(mount.get("mountPath", "")).rstrip("/")
@@ -1104,6 +1112,22 @@ def _env_sources(container: dict[str, Any]) -> set[tuple[str, str]]:
         for kind, field in (("ConfigMap", "configMapRef"), ("Secret", "secretRef"))
         if source.get(field)
     }
+
+
+def _secret_sources(spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field, Secret name) of every Secret a pod's containers read, as env or as files."""
+    for path, container in manifests.containers(spec):
+        where = f"spec.{path}"
+        for source in container.get("envFrom") or []:
+            if source.get("secretRef"):
+                yield f"{where}.envFrom", str(source["secretRef"].get("name"))
+        for variable in container.get("env") or []:
+            reference = (variable.get("valueFrom") or {}).get("secretKeyRef")
+            if reference:
+                yield f"{where}.env[{variable.get('name')}]", str(reference.get("name"))
+    for volume in spec.get("volumes") or []:
+        if volume.get("secret"):
+            yield f"spec.volumes[{volume.get('name')}]", str(volume["secret"].get("secretName"))
 
 
 def _workload(container: dict[str, Any]) -> dict[str, Any]:

@@ -463,6 +463,40 @@ def test_worker_pods_running_as_root(repo: Path) -> None:
     assert "runs as root: set runAsNonRoot: true" in problem.message
 
 
+def test_worker_pods_holding_a_secret(repo: Path) -> None:
+    edit(
+        repo / "kube/base/pod-template.yaml",
+        "            name: airflow-config\n",
+        "            name: airflow-config\n        - secretRef:\n            name: airflow-metadata\n",
+    )
+
+    problem = one(
+        problems(repo, "airflow"),
+        "airflow",
+        "kube/base/pod-template.yaml",
+        "Pod/airflow-worker",
+        "spec.containers[base].envFrom",
+    )
+    assert "gets Secret airflow-metadata: worker pods must hold no database URL" in problem.message
+
+
+def test_worker_pods_without_the_airflow_config(repo: Path) -> None:
+    edit(
+        repo / "kube/base/pod-template.yaml",
+        "        - configMapRef:\n            name: airflow-config\n",
+        "        - configMapRef:\n            name: airflow-pod-template\n",
+    )
+
+    problem = one(
+        problems(repo, "airflow"),
+        "airflow",
+        "kube/base/pod-template.yaml",
+        "Pod/airflow-worker",
+        "spec.containers[base].envFrom",
+    )
+    assert "gets no ConfigMap airflow-config, which the scheduler gets" in problem.message
+
+
 def test_checkov_failure_without_a_skip(repo: Path) -> None:
     edit(
         repo / "kube/base/migrate.yaml",
