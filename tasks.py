@@ -180,6 +180,8 @@ def smoke(
 @task(
     help={
         "context": CONTEXT_HELP,
+        "overlay": "Overlay that was deployed: only the cluster-scoped kinds it renders are touched. "
+        "Default: overlay in invoke.yaml.",
         "namespace": "Namespace to clear. Default: namespace in invoke.yaml.",
         "purge": "Also delete the database and logs volumes and the generated secrets.",
         "cluster": "Also delete the kind cluster.",
@@ -189,6 +191,7 @@ def smoke(
 def teardown(
     c: Context,
     context: str = "",
+    overlay: str = "",
     namespace: str = "",
     purge: bool = False,
     cluster: bool = False,
@@ -199,6 +202,7 @@ def teardown(
         deploying.teardown(
             context=context or c.config.context or None,
             kind_cluster=c.config.kind.cluster,
+            overlay=overlay or c.config.overlay,
             namespace=namespace or c.config.namespace,
             purge=purge,
             delete_cluster=cluster,

@@ -47,7 +47,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from . import REPO_ROOT, manifests
-from . import secrets as generated
+from . import generated_secrets as generated
 from .console import Failure, console
 from .manifests import Manifest
 

@@ -1,4 +1,4 @@
-"""The machine and the cluster: preflight checks, kube contexts, the kind cluster, API clients.
+"""The machine and the cluster: preflight checks, kube contexts, the kind cluster.
 
 The context-safety rule lives here. Without ``--context`` every task targets the
 project's kind cluster (context ``kind-<cluster>``) by name, whatever the kubeconfig's
@@ -18,7 +18,6 @@ import tomllib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import yaml
 from rich.table import Table
@@ -52,15 +51,6 @@ class Check:
     @property
     def ok(self) -> bool:
         return self.version is not None
-
-
-@dataclass
-class Kube:
-    """The API clients for one kube context."""
-
-    context: str
-    dynamic: Any  # kubernetes.dynamic.DynamicClient: get, list, apply, delete, watch
-    core: Any  # kubernetes.client.CoreV1Api: pod logs, which the dynamic client cannot stream
 
 
 def kind_context(kind_cluster: str) -> str:
@@ -342,23 +332,3 @@ def _relative(path: Path) -> str:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
         return str(path)
-
-
-# clients
-
-
-def kube_clients(context: str) -> Kube:
-    """Clients for one named context; fails clearly when the cluster cannot be reached."""
-    from kubernetes import client, config, dynamic
-
-    try:
-        api = config.new_client_from_config(config_file=kubeconfig(), context=context)
-    except (config.ConfigException, OSError) as error:
-        raise Failure(f"kube context {context!r}: {error}") from error
-    try:
-        dynamic_client = dynamic.DynamicClient(api)
-    except Exception as error:  # discovery is the first call: any error means no usable API
-        raise Failure(
-            f"cannot reach the Kubernetes API of context {context!r} at {api.configuration.host}: {error}"
-        ) from error
-    return Kube(context=context, dynamic=dynamic_client, core=client.CoreV1Api(api))

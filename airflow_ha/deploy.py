@@ -2,43 +2,41 @@
 
 Every object is applied with server-side apply under the field manager ``airflow-ha``,
 so applying the same content again changes nothing (its resourceVersion stays put).
-Only objects with the project label are ever listed, pruned or deleted.
+Only objects with the project label are ever listed, pruned or deleted. Cluster-scoped
+kinds are listed only when the overlay renders them, so a kube context whose rights stop
+at its namespace can deploy an overlay that renders nothing cluster-scoped (okteto).
+
+Pruning is done here, by label, rather than with kubectl's ApplySet (`kubectl apply
+--prune --applyset`): ApplySet is still alpha behind KUBECTL_APPLYSET=true, it would
+replace the phased apply with its waits by one kubectl call, and it prunes whatever its
+parent lists, while deploy must never prune data or another namespace's objects.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
-from rich.status import Status
 from rich.table import Table
 
-from . import PART_OF, PART_OF_LABEL, checks, cluster, image, manifests
-from . import secrets as generated
+from . import PART_OF, PART_OF_LABEL, checks, cluster, image, kubeapi, manifests, rollout
+from . import generated_secrets as generated
 from .console import Failure, console
+from .kubeapi import Key, Kube, api_message, condition, ref
 from .manifests import Manifest
+from .polling import poll
 
 FIELD_MANAGER = "airflow-ha"
 SELECTOR = f"{PART_OF_LABEL}={PART_OF}"
-# (connect, read) seconds for each API call, so that no call can hang a deploy.
-REQUEST_TIMEOUT = (10, 60)
-POLL_SECONDS = 2
-LOG_LINES = 20
 
-# The kinds this project renders or leaves behind, listed by label for prune, teardown
-# and its verification: kubectl's default prune allowlist plus RBAC, NetworkPolicy and PDB.
+# The namespaced kinds this project renders or leaves behind, listed by label in the
+# deploy's namespace for prune, teardown and its verification: kubectl's default prune
+# allowlist plus RBAC, NetworkPolicy and PDB. Cluster-scoped kinds come from the overlay.
 LABELLED_KINDS: tuple[tuple[str, str], ...] = (
-    ("v1", "Namespace"),
-    ("v1", "PersistentVolume"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("storage.k8s.io/v1", "StorageClass"),
     ("v1", "ServiceAccount"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
@@ -66,13 +64,10 @@ NEVER_PRUNED = DATA_KINDS | {"Pod", "ReplicaSet"}
 # Apply order after the foundation (namespace, RBAC, config, storage, services):
 # the database, then the migration, then the Airflow components.
 WORKLOAD_PHASES = (("database", "StatefulSet"), ("migration", "Job"), ("components", "Deployment"))
-PULL_ERRORS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
-
-Key = tuple[str, str, str, str]  # (API group, kind, namespace or "", name)
 
 
 @dataclass
-class Report:
+class DeployReport:
     """What one deploy did, object by object."""
 
     actions: dict[str, list[str]] = field(default_factory=dict)  # action -> kind/name
@@ -102,7 +97,7 @@ def deploy(
     build: bool,
     kubernetes_versions: tuple[str, str],
     timeout: int,
-) -> Report:
+) -> DeployReport:
     """Preflight, lint gate, image, kind cluster, secrets, phased apply, prune, summary."""
     target = cluster.preflight(context, kind_cluster, build=build)
     on_kind = cluster.is_kind(target, kind_cluster)
@@ -129,28 +124,29 @@ def deploy(
             cluster.load_image(reference, kind_cluster, timeout)
             console.print(f"[green]✓[/] image {reference} is on every kind node")
     rendered = manifests.render(overlay, namespace=namespace, image=reference)
-    kube = cluster.kube_clients(target)
+    kube = kubeapi.kube_clients(target)
     report = install(kube, rendered, namespace=namespace, timeout=timeout)
     print_summary(kube, rendered, namespace=namespace, on_kind=on_kind, explicit_context=context)
     return report
 
 
-def install(kube: cluster.Kube, rendered: list[Manifest], *, namespace: str, timeout: int) -> Report:
+def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: int) -> DeployReport:
     """Secrets, then server-side apply phase by phase with a wait after each, then prune."""
-    report = Report()
+    report = DeployReport()
+    rendered = manifests.with_config_checksums(rendered)
     workload_kinds = {kind for _, kind in WORKLOAD_PHASES}
     foundation = [m for m in rendered if m.kind not in workload_kinds]
     if not any(m.kind == "Namespace" and m.name == namespace for m in rendered):
         require_namespace(kube, namespace)
-    before = inventory(kube, namespace, extra_kinds={(m.obj["apiVersion"], m.kind) for m in rendered})
+    before = inventory(kube, namespace, kinds_of(rendered))
 
     with console.status("applying namespace, RBAC, config, storage and services"):
         actions = [(apply(kube, manifest, before), manifest.ref) for manifest in foundation]
         report.secrets_created = ensure_secrets(kube, namespace)
-    for action, ref in actions:
-        report.add(action, ref)
+    for action, ref_ in actions:
+        report.add(action, ref_)
         if action != "unchanged":
-            console.print(f"  {action:<10} {ref}")
+            console.print(f"  {action:<10} {ref_}")
     console.print(
         f"[green]✓[/] namespace, RBAC, config, storage and services: {len(foundation)} objects applied"
     )
@@ -164,72 +160,70 @@ def install(kube: cluster.Kube, rendered: list[Manifest], *, namespace: str, tim
                 else:
                     action = apply(kube, manifest, before)
                 report.add(action, manifest.ref)
-                wait_ready(kube, manifest, namespace, timeout, status)
+                rollout.wait_ready(kube, manifest, namespace, timeout, status)
             console.print(f"[green]✓[/] {phase}: {manifest.ref} {action}, ready")
 
     with console.status("pruning objects no longer in kube/"):
-        for ref in prune(kube, rendered, before, namespace):
-            report.add("pruned", ref)
-            console.print(f"  {'pruned':<10} {ref}")
+        for pruned in prune(kube, rendered, before, namespace):
+            report.add("pruned", pruned)
+            console.print(f"  {'pruned':<10} {pruned}")
     counts = ", ".join(f"{len(refs)} {action}" for action, refs in report.actions.items())
     console.print(f"[green]✓[/] server-side applied as field manager {FIELD_MANAGER!r}: {counts}")
     return report
 
 
+def kinds_of(rendered: Iterable[Manifest]) -> set[tuple[str, str]]:
+    """(apiVersion, kind) of every rendered object."""
+    return {(m.obj["apiVersion"], m.kind) for m in rendered}
+
+
 def inventory(
-    kube: cluster.Kube, namespace: str, extra_kinds: Iterable[tuple[str, str]] = ()
+    kube: Kube, namespace: str, rendered_kinds: Iterable[tuple[str, str]] = ()
 ) -> dict[Key, dict[str, Any]]:
-    """Every object with the project label: namespaced ones in ``namespace``, and cluster-scoped ones."""
+    """Every object with the project label: of the namespaced kinds, those in ``namespace``;
+    of the cluster-scoped kinds, only those the overlay renders (``rendered_kinds``)."""
+    rendered_kinds = set(rendered_kinds)
     found: dict[Key, dict[str, Any]] = {}
-    for api_version, kind in dict.fromkeys([*LABELLED_KINDS, *extra_kinds]):
+    for api_version, kind in dict.fromkeys([*LABELLED_KINDS, *sorted(rendered_kinds)]):
         try:
-            resource = kube.dynamic.resources.get(api_version=api_version, kind=kind)
+            resource = kubeapi.resource_of(kube, api_version, kind)
         except ResourceNotFoundError:
             continue  # not served by this cluster, so nothing of this kind can exist
-        scope = {"namespace": namespace} if resource.namespaced else {}
-        listed = as_dict(resource.get(label_selector=SELECTOR, _request_timeout=REQUEST_TIMEOUT, **scope))
+        if not resource.namespaced and (api_version, kind) not in rendered_kinds:
+            continue
+        listed = kubeapi.list_objects(kube, resource, namespace, label_selector=SELECTOR)
         for item in listed.get("items") or []:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
-            found[key(item)] = item
+            found[kubeapi.key(item)] = item
     return found
 
 
-def key(obj: dict[str, Any]) -> Key:
-    metadata = obj.get("metadata") or {}
-    group = obj["apiVersion"].rpartition("/")[0]
-    return group, obj["kind"], metadata.get("namespace") or "", metadata["name"]
-
-
-def ref(obj: dict[str, Any]) -> str:
-    return f"{obj['kind']}/{obj['metadata']['name']}"
-
-
-def apply(kube: cluster.Kube, manifest: Manifest, before: dict[Key, dict[str, Any]]) -> str:
+def apply(kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]]) -> str:
     """Server-side apply one object; say whether it was created, configured or unchanged."""
-    previous = before.get(key(manifest.obj)) or read(kube, manifest.obj)
+    previous = before.get(kubeapi.key(manifest.obj)) or kubeapi.read(kube, manifest.obj)
     try:
-        applied = _server_side_apply(kube, manifest.obj)
+        applied = kubeapi.server_side_apply(kube, manifest.obj, FIELD_MANAGER)
     except ApiException as error:
         raise Failure(refused(manifest, error)) from None
     return _outcome(previous, applied)
 
 
-def apply_job(kube: cluster.Kube, manifest: Manifest, before: dict[Key, dict[str, Any]], timeout: int) -> str:
+def apply_job(kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]], timeout: int) -> str:
     """Jobs are immutable: recreate one whose spec changed (a new image) or that failed; else leave it."""
-    existing = before.get(key(manifest.obj)) or read(kube, manifest.obj)
+    existing = before.get(kubeapi.key(manifest.obj)) or kubeapi.read(kube, manifest.obj)
     if existing is None:
         return apply(kube, manifest, before)
-    if _condition(existing, "Failed"):
+    if condition(existing, "Failed"):
         console.print(f"  {manifest.ref} failed before: running it again")
     else:
         try:
-            return _outcome(existing, _server_side_apply(kube, manifest.obj))
+            return _outcome(existing, kubeapi.server_side_apply(kube, manifest.obj, FIELD_MANAGER))
         except ApiException as error:
             if "immutable" not in api_message(error):
                 raise Failure(refused(manifest, error)) from None
-    _delete(kube, manifest.obj)
-    _wait_gone(kube, manifest.obj, timeout)
+    kubeapi.delete(kube, manifest.obj)
+    rollout.wait_gone(kube, manifest.obj, timeout)
     apply(kube, manifest, {})
     return "recreated"
 
@@ -245,9 +239,15 @@ def refused(manifest: Manifest, error: ApiException) -> str:
     return f"{manifest.source}: {manifest.ref}: the API server refused it: {api_message(error)}"
 
 
-def require_namespace(kube: cluster.Kube, namespace: str) -> None:
+def require_namespace(kube: Kube, namespace: str) -> None:
     """Overlays that do not create the namespace (okteto) need it to exist already."""
-    if read(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}) is None:
+    try:
+        found = kubeapi.read(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    except kubeapi.Forbidden:
+        # Rights that stop at the namespace may not cover the Namespace object itself;
+        # if it is missing after all, the first apply into it says so.
+        return
+    if found is None:
         raise Failure(
             f"namespace {namespace!r} does not exist and this overlay does not create it: create it "
             f"(kubectl --context {kube.context} create namespace {namespace}) or pick another --namespace"
@@ -257,12 +257,11 @@ def require_namespace(kube: cluster.Kube, namespace: str) -> None:
 # secrets
 
 
-def ensure_secrets(kube: cluster.Kube, namespace: str) -> list[str]:
+def ensure_secrets(kube: Kube, namespace: str) -> list[str]:
     """Create the generated Secrets that are missing; never touch existing ones. Returns the names created."""
-    resource = kube.dynamic.resources.get(api_version="v1", kind="Secret")
     existing: dict[str, dict[str, str]] = {}
     for name, keys in generated.GENERATED_SECRETS.items():
-        secret = read(
+        secret = kubeapi.read(
             kube, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}}
         )
         if secret is None:
@@ -293,7 +292,7 @@ def ensure_secrets(kube: cluster.Kube, namespace: str) -> list[str]:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
         }
         try:
-            resource.create(body=body, namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+            kubeapi.create(kube, body)
         except ApiException as error:
             raise Failure(
                 f"cannot create Secret/{name} in namespace {namespace!r}: {api_message(error)}"
@@ -315,197 +314,14 @@ def print_secrets(created: list[str], context: str, namespace: str) -> None:
     )
 
 
-# waiting
-
-
-def wait_ready(kube: cluster.Kube, manifest: Manifest, namespace: str, timeout: int, status: Status) -> None:
-    """Wait until a workload is ready, failing early on what will not fix itself."""
-    deadline = time.monotonic() + timeout
-    while True:
-        live = read(kube, manifest.obj)
-        if live is None:
-            raise Failure(f"{manifest.ref} disappeared while waiting for it to become ready")
-        state, progress = rollout_status(live)
-        selector = (live.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
-        if state == "done":
-            return
-        if state == "failed":
-            raise Failure(
-                f"{manifest.ref} in namespace {namespace!r}: {progress}{job_logs(kube, namespace, selector)}"
-            )
-        fatal, problems = diagnose_pods(kube, namespace, selector)
-        if fatal:
-            raise Failure(f"{manifest.ref} in namespace {namespace!r}: {fatal}")
-        if time.monotonic() > deadline:
-            detail = "; ".join([progress, *problems])
-            raise Failure(
-                f"{manifest.ref} in namespace {namespace!r} was not ready after {timeout} s: {detail}. "
-                "Fix the cause, or raise --timeout if the cluster is only slow"
-            )
-        status.update(f"waiting for {manifest.ref}: {'; '.join([progress, *problems])}")
-        time.sleep(POLL_SECONDS)
-
-
-def rollout_status(obj: dict[str, Any]) -> tuple[str, str]:
-    """("done" | "waiting" | "failed", detail), by kubectl's rollout status rules."""
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    generation = obj["metadata"].get("generation", 0)
-    observed = status.get("observedGeneration", 0)
-    desired = spec.get("replicas", 1)
-    ready = status.get("readyReplicas", 0)
-    kind = obj["kind"]
-    if kind == "Job":
-        if _condition(obj, "Complete"):
-            return "done", "complete"
-        failed = _condition(obj, "Failed")
-        if failed:
-            return "failed", f"failed: {failed.get('reason', '')} {failed.get('message', '')}".strip()
-        return "waiting", f"{status.get('active', 0)} running, {status.get('failed', 0)} failed attempts"
-    if observed == 0 or observed < generation:
-        return "waiting", "waiting for the controller to observe the new spec"
-    if kind == "Deployment":
-        progressing = _condition(obj, "Progressing", status_value=None)
-        if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
-            return "failed", f"exceeded its progress deadline: {progressing.get('message', '')}"
-        updated = status.get("updatedReplicas", 0)
-        available = status.get("availableReplicas", 0)
-        if updated < desired:
-            return "waiting", f"{updated} of {desired} replicas updated"
-        if status.get("replicas", 0) > updated:
-            return "waiting", f"{status['replicas'] - updated} old replicas pending termination"
-        if available < updated or ready < desired:
-            return "waiting", f"{min(available, ready)} of {desired} replicas ready and available"
-        return "done", f"{ready}/{desired}"
-    if kind == "StatefulSet":
-        if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
-            return "done", "OnDelete strategy: not tracked"
-        if ready < desired:
-            return "waiting", f"{ready} of {desired} replicas ready"
-        partition = ((spec.get("updateStrategy") or {}).get("rollingUpdate") or {}).get("partition")
-        if partition:
-            if status.get("updatedReplicas", 0) < desired - partition:
-                return "waiting", "waiting for the partitioned rollout"
-        elif status.get("updateRevision") != status.get("currentRevision"):
-            return "waiting", "rolling update in progress"
-        return "done", f"{ready}/{desired}"
-    return "done", "not a workload"
-
-
-def diagnose_pods(kube: cluster.Kube, namespace: str, match_labels: dict[str, str]) -> tuple[str, list[str]]:
-    """(a fatal problem or "", other problems) of the pods a workload selects."""
-    problems: list[str] = []
-    for pod in list_pods(kube, namespace, match_labels):
-        name = pod["metadata"]["name"]
-        status = pod.get("status") or {}
-        for container in [
-            *(status.get("initContainerStatuses") or []),
-            *(status.get("containerStatuses") or []),
-        ]:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason", "")
-            message = waiting.get("message", "")
-            if reason in PULL_ERRORS:
-                return (
-                    f"pod {name}: container {container['name']} cannot pull image {container.get('image')} "
-                    f"({reason}: {message}). On kind the image must be loaded (`kind load docker-image`); "
-                    "elsewhere push it to a registry the nodes can reach (--registry)"
-                ), problems
-            if reason == "CrashLoopBackOff":
-                logs = pod_log_tail(kube, namespace, name, container["name"], previous=True)
-                return (
-                    f"pod {name}: container {container['name']} is in CrashLoopBackOff "
-                    f"({container.get('restartCount', 0)} restarts); its last log lines:\n{logs}"
-                ), problems
-            if reason == "CreateContainerConfigError":
-                return f"pod {name}: container {container['name']} cannot start: {message}", problems
-        if status.get("phase") == "Pending" and not _condition(pod, "PodScheduled"):
-            problems.append(f"pod {name} Pending: {scheduling_problem(kube, namespace, pod)}")
-    return "", problems
-
-
-def scheduling_problem(kube: cluster.Kube, namespace: str, pod: dict[str, Any]) -> str:
-    events = [
-        e
-        for e in pod_events(kube, namespace, pod["metadata"]["name"])
-        if e.get("reason") == "FailedScheduling"
-    ]
-    if events:
-        return f"FailedScheduling: {events[-1].get('message', '').strip()}"
-    scheduled = _condition(pod, "PodScheduled", status_value=None) or {}
-    return scheduled.get("message") or "not scheduled yet"
-
-
-def job_logs(kube: cluster.Kube, namespace: str, match_labels: dict[str, str]) -> str:
-    """The last log lines of a Job's most recent failed pod, to show why it failed."""
-    failed = [
-        p
-        for p in list_pods(kube, namespace, match_labels)
-        if (p.get("status") or {}).get("phase") == "Failed"
-    ]
-    if not failed:
-        return ""
-    pod = max(failed, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-    name = pod["metadata"]["name"]
-    tail = pod_log_tail(kube, namespace, name, pod["spec"]["containers"][0]["name"])
-    return f"\nlast log lines of pod {name}:\n{tail}"
-
-
-def list_pods(kube: cluster.Kube, namespace: str, match_labels: dict[str, str]) -> list[dict[str, Any]]:
-    if not match_labels:
-        return []
-    selector = ",".join(f"{k}={v}" for k, v in match_labels.items())
-    pods = kube.dynamic.resources.get(api_version="v1", kind="Pod")
-    listed = as_dict(pods.get(namespace=namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT))
-    return list(listed.get("items") or [])
-
-
-def pod_events(kube: cluster.Kube, namespace: str, pod_name: str) -> list[dict[str, Any]]:
-    """The events of one pod, oldest first."""
-    events = kube.dynamic.resources.get(api_version="v1", kind="Event")
-    selector = f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
-    listed = as_dict(
-        events.get(namespace=namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT)
-    )
-    return sorted(listed.get("items") or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-
-
-def pod_log_tail(
-    kube: cluster.Kube,
-    namespace: str,
-    pod: str,
-    container: str,
-    *,
-    previous: bool = False,
-    lines: int = LOG_LINES,
-) -> str:
-    """The last lines of a container's log; of the previous instance for a crashed one."""
-    reason = "not found"
-    for attempt in (True, False) if previous else (False,):
-        try:
-            text = kube.core.read_namespaced_pod_log(
-                name=pod,
-                namespace=namespace,
-                container=container,
-                tail_lines=lines,
-                previous=attempt,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
-        except ApiException as error:
-            reason = api_message(error)
-            continue
-        return "\n".join(f"  | {line}" for line in str(text).rstrip().splitlines()) or "  (empty log)"
-    return f"  (no log: {reason})"
-
-
 # prune and teardown
 
 
 def prune(
-    kube: cluster.Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]], namespace: str
+    kube: Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]], namespace: str
 ) -> list[str]:
     """Delete labelled objects in the namespace that the manifests no longer describe."""
-    wanted = {key(m.obj) for m in rendered}
+    wanted = {kubeapi.key(m.obj) for m in rendered}
     stale = [
         obj
         for k, obj in before.items()
@@ -516,14 +332,24 @@ def prune(
         and not generated_secret(obj)
     ]
     for obj in stale:
-        _delete(kube, obj)
+        kubeapi.delete(kube, obj)
     return [ref(obj) for obj in stale]
 
 
 def teardown(
-    *, context: str | None, kind_cluster: str, namespace: str, purge: bool, delete_cluster: bool, timeout: int
+    *,
+    context: str | None,
+    kind_cluster: str,
+    overlay: str,
+    namespace: str,
+    purge: bool,
+    delete_cluster: bool,
+    timeout: int,
 ) -> list[str]:
-    """Delete what deploy created, keeping the data unless purge; verify nothing else is left."""
+    """Delete what deploy created, keeping the data unless purge; verify nothing else is left.
+
+    The overlay says which cluster-scoped kinds to look at: no other is ever listed.
+    """
     if delete_cluster:
         target = cluster.target_context(context, kind_cluster)
         if not cluster.is_kind(target, kind_cluster):
@@ -538,34 +364,44 @@ def teardown(
             raise Failure(f"kind cluster {kind_cluster!r} still exists after `kind delete cluster`")
         console.print("  kept: the host folder .kind/airflow-logs (task logs); delete it by hand if unwanted")
         return []
-    kube = cluster.kube_clients(cluster.check_context(context, kind_cluster))
-    return remove(kube, namespace, purge=purge, timeout=timeout)
+    kube = kubeapi.kube_clients(cluster.check_context(context, kind_cluster))
+    rendered_kinds = kinds_of(manifests.render(overlay, namespace=namespace))
+    return remove(kube, namespace, rendered_kinds=rendered_kinds, purge=purge, timeout=timeout)
 
 
-def remove(kube: cluster.Kube, namespace: str, *, purge: bool, timeout: int) -> list[str]:
+def remove(
+    kube: Kube, namespace: str, *, rendered_kinds: Iterable[tuple[str, str]], purge: bool, timeout: int
+) -> list[str]:
     """Delete every labelled object of the namespace (and its cluster-scoped ones); return what was kept."""
-    found = belonging(inventory(kube, namespace), namespace)
+    rendered_kinds = set(rendered_kinds)
+    found = belonging(inventory(kube, namespace, rendered_kinds), namespace)
     kept = {k for k, obj in found.items() if not purge and _is_data(obj)}
     doomed = [obj for k, obj in found.items() if k not in kept and not owned(obj)]
     # The namespace goes last, so that everything in it is deleted by name first.
     doomed.sort(key=lambda obj: obj["kind"] == "Namespace")
     with console.status(f"deleting {len(doomed)} objects from namespace {namespace!r}") as status:
         for obj in doomed:
-            _delete(kube, obj)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = {
-                k: obj for k, obj in belonging(inventory(kube, namespace), namespace).items() if k not in kept
-            }
+            kubeapi.delete(kube, obj)
+        left: dict[Key, dict[str, Any]] = {}
+
+        def all_gone() -> bool | None:
+            left.clear()
+            listed = belonging(inventory(kube, namespace, rendered_kinds), namespace)
+            left.update((k, obj) for k, obj in listed.items() if k not in kept)
             if not left:
-                break
-            if time.monotonic() > deadline:
-                leftovers = ", ".join(_describe(obj) for obj in left.values())
-                raise Failure(f"after {timeout} s these objects are still there: {leftovers}")
-            status.update(
-                f"waiting for {len(left)} objects to go: {', '.join(ref(o) for o in list(left.values())[:5])}"
-            )
-            time.sleep(POLL_SECONDS)
+                return True
+            some = ", ".join(ref(o) for o in list(left.values())[:5])
+            status.update(f"waiting for {len(left)} objects to go: {some}")
+            return None
+
+        poll(
+            all_gone,
+            timeout=timeout,
+            every=rollout.POLL_SECONDS,
+            timed_out=lambda: Failure(
+                f"after {timeout} s these objects are still there: {', '.join(map(_describe, left.values()))}"
+            ),
+        )
     console.print(f"[green]✓[/] deleted {len(doomed)} objects; nothing else with {SELECTOR} is left")
     kept_refs = sorted(ref(found[k]) for k in kept)
     if kept_refs:
@@ -611,7 +447,7 @@ def _describe(obj: dict[str, Any]) -> str:
 
 
 def print_summary(
-    kube: cluster.Kube,
+    kube: Kube,
     rendered: list[Manifest],
     *,
     namespace: str,
@@ -625,7 +461,7 @@ def print_summary(
     for manifest in rendered:
         if manifest.kind not in ("Deployment", "StatefulSet"):
             continue
-        live = read(kube, manifest.obj) or manifest.obj
+        live = kubeapi.read(kube, manifest.obj) or manifest.obj
         ready = (live.get("status") or {}).get("readyReplicas", 0)
         table.add_row(manifest.name, manifest.kind, f"{ready}/{(live.get('spec') or {}).get('replicas', 1)}")
     console.print(table)
@@ -649,88 +485,3 @@ def api_server_url(rendered: Iterable[Manifest], *, namespace: str, context: str
         f"kubectl --context {context} -n {namespace} port-forward svc/airflow-api-server 8080:8080, "
         "then http://localhost:8080"
     )
-
-
-# API helpers
-
-
-def api_message(error: ApiException) -> str:
-    """The Status message the API server sent, or the HTTP reason."""
-    try:
-        return str(json.loads(error.body)["message"])
-    except (TypeError, ValueError, KeyError):
-        return f"HTTP {error.status} {error.reason}"
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """A dynamic client ResourceInstance as a plain dict."""
-    return value.to_dict() if hasattr(value, "to_dict") else dict(value)
-
-
-def _resource(kube: cluster.Kube, obj: dict[str, Any]) -> Any:
-    return kube.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-
-
-def _scope(resource: Any, obj: dict[str, Any]) -> dict[str, str]:
-    namespace = obj["metadata"].get("namespace")
-    return {"namespace": namespace} if resource.namespaced and namespace else {}
-
-
-def read(kube: cluster.Kube, obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The live object named like ``obj``, or None."""
-    resource = _resource(kube, obj)
-    try:
-        found = resource.get(
-            name=obj["metadata"]["name"], _request_timeout=REQUEST_TIMEOUT, **_scope(resource, obj)
-        )
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise Failure(f"cannot read {ref(obj)}: {api_message(error)}") from None
-    return as_dict(found)
-
-
-def _server_side_apply(kube: cluster.Kube, obj: dict[str, Any]) -> dict[str, Any]:
-    resource = _resource(kube, obj)
-    # force_conflicts: deploy is the source of truth for every field its manifests set.
-    return as_dict(
-        resource.server_side_apply(
-            body=obj,
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-            _request_timeout=REQUEST_TIMEOUT,
-            **_scope(resource, obj),
-        )
-    )
-
-
-def _delete(kube: cluster.Kube, obj: dict[str, Any]) -> None:
-    resource = _resource(kube, obj)
-    try:
-        resource.delete(
-            name=obj["metadata"]["name"],
-            propagation_policy="Background",
-            _request_timeout=REQUEST_TIMEOUT,
-            **_scope(resource, obj),
-        )
-    except ApiException as error:
-        if error.status != 404:
-            raise Failure(f"cannot delete {ref(obj)}: {api_message(error)}") from None
-
-
-def _wait_gone(kube: cluster.Kube, obj: dict[str, Any], timeout: int) -> None:
-    deadline = time.monotonic() + timeout
-    while read(kube, obj) is not None:
-        if time.monotonic() > deadline:
-            raise Failure(f"{ref(obj)} was still being deleted after {timeout} s")
-        time.sleep(POLL_SECONDS)
-
-
-def _condition(obj: dict[str, Any], kind: str, status_value: str | None = "True") -> dict[str, Any] | None:
-    """The condition of that type, if it has the wanted status (any status when None)."""
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind and (
-            status_value is None or condition.get("status") == status_value
-        ):
-            return dict(condition)
-    return None

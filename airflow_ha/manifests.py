@@ -7,6 +7,9 @@ as `kustomize edit set image` would, so Python never edits manifest text.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +35,8 @@ POD_TEMPLATE_CONFIG_MAP = "airflow-pod-template"
 POD_TEMPLATE_KEY = "pod-template.yaml"
 WORKER_REPOSITORY_KEY = "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_REPOSITORY"
 WORKER_TAG_KEY = "AIRFLOW__KUBERNETES_EXECUTOR__WORKER_CONTAINER_TAG"
+# Pod template annotation "checksum/<ConfigMap name>", the name Airflow's Helm chart uses.
+CHECKSUM_PREFIX = "checksum/"
 
 
 @dataclass
@@ -170,6 +175,59 @@ def containers(pod_spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
     for field in ("initContainers", "containers"):
         for index, container in enumerate(pod_spec.get(field) or []):
             yield f"{field}[{container.get('name', index)}]", container
+
+
+def with_config_checksums(rendered: Iterable[Manifest]) -> list[Manifest]:
+    """Copies of the objects; each workload's pod template carries the SHA-256 of every rendered
+    ConfigMap its pods read, as ``checksum/<name>``.
+
+    ConfigMap names carry no hash suffix, so without this a changed airflow.env would reach
+    new worker pods but never restart the components. With it, a change rolls exactly the
+    workloads that read the changed ConfigMap, and an unchanged redeploy changes nothing.
+    """
+    objects = list(rendered)
+    digests = {
+        m.name: hashlib.sha256(
+            json.dumps([m.obj.get("data") or {}, m.obj.get("binaryData") or {}], sort_keys=True).encode()
+        ).hexdigest()
+        for m in objects
+        if m.kind == "ConfigMap"
+    }
+    stamped = []
+    for manifest in objects:
+        obj = copy.deepcopy(manifest.obj)
+        template = _pod_template(obj)
+        if template is not None:
+            read = sorted(config_maps_read(template.get("spec") or {}) & digests.keys())
+            if read:
+                annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+                annotations.update({f"{CHECKSUM_PREFIX}{name}": digests[name] for name in read})
+        stamped.append(Manifest(manifest.source, obj))
+    return stamped
+
+
+def _pod_template(obj: dict[str, Any]) -> dict[str, Any] | None:
+    spec = obj.get("spec") or {}
+    if obj.get("kind") in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+        return spec.get("template")
+    if obj.get("kind") == "CronJob":
+        return ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+    return None
+
+
+def config_maps_read(pod_spec: dict[str, Any]) -> set[str]:
+    """Names of the ConfigMaps a pod reads: volumes, projected volumes, envFrom and env."""
+    found: list[str | None] = []
+    for volume in pod_spec.get("volumes") or []:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        found.extend((source.get("configMap") or {}).get("name") for source in sources)
+    for _, container in containers(pod_spec):
+        found.extend((ref.get("configMapRef") or {}).get("name") for ref in container.get("envFrom") or [])
+        found.extend(
+            ((env.get("valueFrom") or {}).get("configMapKeyRef") or {}).get("name")
+            for env in container.get("env") or []
+        )
+    return {name for name in found if name}
 
 
 def strip_build_metadata(obj: dict[str, Any]) -> dict[str, Any]:

@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import base64
 import json
-import queue
-import re
-import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from kubernetes.client.exceptions import ApiException
 from rich.live import Live
 from rich.table import Table
 
-from . import PART_OF, PART_OF_LABEL, cluster
-from . import deploy as deploying
-from . import secrets as generated
+from . import PART_OF, PART_OF_LABEL, cluster, kubeapi, port_forward
+from . import generated_secrets as generated
 from .console import Failure, console
+from .kubeapi import Kube, condition
+from .polling import poll
+from .worker_pods import PodWatch, cluster_diagnostics, component_logs, require_worker_pods
 
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 # Outside a cluster no task runs in a worker pod, so the DAG's last task must not require it.
@@ -40,7 +37,6 @@ POLL_SECONDS = 2
 PARSE_RETRY_SECONDS = 5
 LOG_TAIL = 15
 REQUEST_TIMEOUT = 30
-WATCH_SECONDS = 5  # each watch request ends after this, so stopping the watch never waits long
 
 
 class DagNotFound(Failure):
@@ -143,20 +139,24 @@ class AirflowAPI:
 
     def unpause(self, dag_id: str, timeout: float) -> None:
         """Unpause the DAG, retrying while the dag-processor has not parsed it yet."""
-        deadline = time.monotonic() + timeout
+        path = f"/api/v2/dags/{dag_id}"
+
+        def unpaused() -> bool | None:
+            response = self.request("PATCH", path, json={"is_paused": False})
+            if response.status_code == 404:
+                return None
+            self._json(response, "PATCH", path)
+            return True
+
+        def never_parsed() -> DagNotFound:
+            return DagNotFound(
+                f"DAG {dag_id!r} not found at {self.url} (404): it was never parsed within "
+                f"{timeout:.0f} s. Check that dags/ holds it and that the dag-processor runs."
+                f"{self.import_errors()}"
+            )
+
         with console.status(f"unpausing {dag_id} (waiting for it to be parsed)"):
-            while True:
-                response = self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-                if response.status_code != 404:
-                    self._json(response, "PATCH", f"/api/v2/dags/{dag_id}")
-                    return
-                if time.monotonic() > deadline:
-                    raise DagNotFound(
-                        f"DAG {dag_id!r} not found at {self.url} (404): it was never parsed within "
-                        f"{timeout:.0f} s. Check that dags/ holds it and that the dag-processor runs."
-                        f"{self.import_errors()}"
-                    )
-                time.sleep(PARSE_RETRY_SECONDS)
+            poll(unpaused, timeout=timeout, every=PARSE_RETRY_SECONDS, timed_out=never_parsed)
 
     def import_errors(self) -> str:
         errors = self.get("/api/v2/importErrors").get("import_errors") or []
@@ -198,26 +198,29 @@ def follow_run(
     api: AirflowAPI, dag_id: str, run_id: str, timeout: float, pods: PodWatch | None = None
 ) -> Run:
     """Poll a run's task instances until it succeeds; RunFailed early on a failed task, or at the timeout."""
-    deadline = time.monotonic() + timeout
     task_instances: list[dict[str, Any]] = []
+    state = "unknown"
     with task_display(pods, run_id) as show:
-        while True:
+
+        def finished() -> Run | None:
+            nonlocal task_instances, state
             task_instances = api.task_instances(dag_id, run_id)
             show(task_instances)
             failed = [ti for ti in task_instances if ti["state"] in FAILED_STATES]
             if failed:
                 raise RunFailed(failure_message(api, dag_id, run_id, failed), run_id, task_instances)
             state = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
-            if state == "success":
-                return Run(dag_id, run_id, task_instances)
             if state == "failed":
                 raise RunFailed(
                     f"run {run_id} of {dag_id} failed: {states(task_instances)}", run_id, task_instances
                 )
-            if time.monotonic() > deadline:
-                late = f"did not finish within {timeout:.0f} s (run state {state}): {states(task_instances)}"
-                raise RunFailed(f"run {run_id} of {dag_id} {late}", run_id, task_instances)
-            time.sleep(POLL_SECONDS)
+            return Run(dag_id, run_id, task_instances) if state == "success" else None
+
+        def late() -> RunFailed:
+            detail = f"did not finish within {timeout:.0f} s (run state {state}): {states(task_instances)}"
+            return RunFailed(f"run {run_id} of {dag_id} {detail}", run_id, task_instances)
+
+        return poll(finished, timeout=timeout, every=POLL_SECONDS, timed_out=late)
 
 
 @contextmanager
@@ -333,7 +336,7 @@ def smoke(
         return run
 
     target = cluster.check_context(context, kind_cluster)
-    kube = cluster.kube_clients(target)
+    kube = kubeapi.kube_clients(target)
     if not (username and password):
         username, password = admin_credentials(kube, namespace)
     with (
@@ -356,8 +359,8 @@ def smoke(
     return run
 
 
-def admin_credentials(kube: cluster.Kube, namespace: str) -> tuple[str, str]:
-    secret = deploying.read(
+def admin_credentials(kube: Kube, namespace: str) -> tuple[str, str]:
+    secret = kubeapi.read(
         kube,
         {
             "apiVersion": "v1",
@@ -375,12 +378,11 @@ def admin_credentials(kube: cluster.Kube, namespace: str) -> tuple[str, str]:
 
 
 @contextmanager
-def api_server(kube: cluster.Kube, namespace: str, *, on_kind: bool) -> Iterator[str]:
-    """The api-server's URL: the NodePort kind maps to localhost, else a kubectl port-forward."""
-    services = kube.dynamic.resources.get(api_version="v1", kind="Service")
+def api_server(kube: Kube, namespace: str, *, on_kind: bool) -> Iterator[str]:
+    """The api-server's URL: the NodePort kind maps to localhost, else a port-forward to one of its pods."""
     selector = f"{PART_OF_LABEL}={PART_OF},app.kubernetes.io/component=api-server"
-    found = deploying.as_dict(
-        services.get(namespace=namespace, label_selector=selector, _request_timeout=deploying.REQUEST_TIMEOUT)
+    found = kubeapi.list_objects(
+        kube, kubeapi.resource_of(kube, "v1", "Service"), namespace, label_selector=selector
     )
     items = found.get("items") or []
     if not items:
@@ -396,9 +398,36 @@ def api_server(kube: cluster.Kube, namespace: str, *, on_kind: bool) -> Iterator
     service = next(
         (s for s in items if (s.get("spec") or {}).get("type", "ClusterIP") == "ClusterIP"), items[0]
     )
-    port = service["spec"]["ports"][0]["port"]
-    with port_forward(kube.context, namespace, f"svc/{service['metadata']['name']}", port) as url:
-        yield url
+    pod, port = serving_pod(kube, namespace, service)
+    with port_forward.to_pod(kube, namespace, pod, port) as relay:
+        if not _healthy(relay.url) and relay.errors:
+            problem = relay.errors[-1]
+            if problem.startswith("forbidden:"):
+                raise Failure(problem)
+            raise Failure(
+                f"port-forward to pod {pod} port {port} in namespace {namespace!r} failed: {problem}"
+            )
+        yield relay.url
+
+
+def serving_pod(kube: Kube, namespace: str, service: dict[str, Any]) -> tuple[str, int]:
+    """A ready pod behind the Service, and the container port its first port targets."""
+    spec = service.get("spec") or {}
+    service_port = (spec.get("ports") or [{}])[0]
+    target = service_port.get("targetPort", service_port.get("port"))
+    for pod in kubeapi.list_pods(kube, namespace, spec.get("selector") or {}):
+        if (pod.get("status") or {}).get("phase") != "Running" or not condition(pod, "Ready"):
+            continue
+        if isinstance(target, int) or str(target).isdigit():
+            return pod["metadata"]["name"], int(target)
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            for port in container.get("ports") or []:
+                if port.get("name") == target:
+                    return pod["metadata"]["name"], int(port["containerPort"])
+    raise Failure(
+        f"no ready pod behind Service/{service['metadata']['name']} in namespace {namespace!r} "
+        f"serves its port {target}: check the api-server pods (`invoke deploy` waits for them)"
+    )
 
 
 def _healthy(url: str) -> bool:
@@ -406,221 +435,3 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/api/v2/monitor/health", timeout=5).is_success
     except httpx.HTTPError:
         return False
-
-
-@contextmanager
-def port_forward(context: str, namespace: str, target: str, port: int) -> Iterator[str]:
-    """A `kubectl port-forward` to a free local port, for as long as the block runs."""
-    command = ["kubectl", "--context", context, "-n", namespace, "port-forward", target, f":{port}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read_all() -> None:  # so that its "Handling connection" lines never fill the pipe
-        for line in process.stdout or []:
-            lines.put(line)
-
-    threading.Thread(target=read_all, daemon=True).start()
-    try:
-        try:
-            first = lines.get(timeout=30)
-        except queue.Empty:
-            first = "no output within 30 s"
-        found = re.match(r"Forwarding from 127\.0\.0\.1:(\d+)", first)
-        if not found:
-            raise Failure(f"`{' '.join(command)}` did not start forwarding: {first.strip()}")
-        yield f"http://127.0.0.1:{found.group(1)}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-# worker pods
-
-
-@dataclass
-class WorkerPod:
-    name: str
-    labels: dict[str, str]
-    phase: str
-    deleted: bool = False
-
-
-@dataclass
-class PodWatch:
-    """Records the worker pods of one DAG through the Kubernetes watch API, in a thread."""
-
-    kube: cluster.Kube
-    namespace: str
-    dag_id: str
-    pods: dict[str, WorkerPod] = field(default_factory=dict)
-    error: str = ""
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._listed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="worker-pod-watch", daemon=True)
-        self.labels = {"kubernetes_executor": "True", "dag_id": safe_label(self.dag_id)}
-        self.selector = ",".join(f"{k}={v}" for k, v in self.labels.items())
-
-    def __enter__(self) -> PodWatch:
-        self._thread.start()
-        if not self._listed.wait(timeout=60):
-            raise Failure(
-                f"cannot list the worker pods in namespace {self.namespace!r}: {self.error or 'timed out'}"
-            )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2 * WATCH_SECONDS)
-
-    def pod_for(self, task_instance: dict[str, Any], run_id: str) -> WorkerPod | None:
-        wanted = expected_labels(self.dag_id, run_id, task_instance)
-        matches = [p for p in list(self.pods.values()) if wanted.items() <= p.labels.items()]
-        return matches[-1] if matches else None
-
-    def _run(self) -> None:
-        from kubernetes import watch
-
-        resource = self.kube.dynamic.resources.get(api_version="v1", kind="Pod")
-        version = None
-        while not self._stop.is_set():
-            try:
-                if version is None:
-                    listed = deploying.as_dict(
-                        resource.get(
-                            namespace=self.namespace,
-                            label_selector=self.selector,
-                            _request_timeout=deploying.REQUEST_TIMEOUT,
-                        )
-                    )
-                    for pod in listed.get("items") or []:
-                        self._record("ADDED", pod)
-                    version = listed["metadata"]["resourceVersion"]
-                    self._listed.set()
-                for event in resource.watch(
-                    namespace=self.namespace,
-                    label_selector=self.selector,
-                    resource_version=version,
-                    timeout=WATCH_SECONDS,
-                    watcher=watch.Watch(),
-                ):
-                    pod = event["raw_object"]
-                    version = pod["metadata"]["resourceVersion"]
-                    self._record(event["type"], pod)
-                    if self._stop.is_set():
-                        break
-            except Exception as error:  # 410 Gone, a dropped connection: list again and go on
-                self.error = f"{type(error).__name__}: {error}"
-                version = None
-                self._stop.wait(POLL_SECONDS)
-
-    def _record(self, event_type: str, pod: dict[str, Any]) -> None:
-        name = pod["metadata"]["name"]
-        phase = (pod.get("status") or {}).get("phase") or "Unknown"
-        known = self.pods.get(name)
-        self.pods[name] = WorkerPod(
-            name,
-            dict(pod["metadata"].get("labels") or {}),
-            phase,
-            deleted=event_type == "DELETED" or bool(known and known.deleted),
-        )
-
-
-def safe_label(value: str) -> str:
-    """A label value as KubernetesExecutor writes it (it shortens and hashes unsafe ones)."""
-    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
-
-    return str(make_safe_label_value(value))
-
-
-def expected_labels(dag_id: str, run_id: str, task_instance: dict[str, Any]) -> dict[str, str]:
-    """The labels KubernetesExecutor puts on the worker pod of one task instance."""
-    labels = {
-        "kubernetes_executor": "True",
-        "dag_id": safe_label(dag_id),
-        "task_id": safe_label(task_instance["task_id"]),
-        "run_id": safe_label(run_id),
-        "try_number": str(task_instance["try_number"]),
-    }
-    if task_instance["map_index"] >= 0:
-        labels["map_index"] = str(task_instance["map_index"])
-    return labels
-
-
-def require_worker_pods(kube: cluster.Kube, namespace: str, pods: PodWatch, run: Run, timeout: float) -> None:
-    """One executor-made pod per task instance, seen during the run, and all of them gone afterwards."""
-    mine: dict[str, WorkerPod] = {}
-    for ti in run.task_instances:
-        pod = pods.pod_for(ti, run.run_id)
-        if pod is None:
-            watch_error = f" Watch error: {pods.error}" if pods.error else ""
-            raise Failure(
-                f"task {ti['task_id']!r} (try {ti['try_number']}) succeeded, but no worker pod with the "
-                f"labels {expected_labels(run.dag_id, run.run_id, ti)} was seen in namespace {namespace!r}: "
-                f"did the scheduler run KubernetesExecutor?{watch_error}"
-            )
-        if "airflow-worker" not in pod.labels:
-            raise Failure(
-                f"pod {pod.name} lacks the airflow-worker label: KubernetesExecutor did not create it"
-            )
-        mine[ti["task_id"]] = pod
-    # Each pod's labels name one task instance, so these pods are distinct.
-    console.print(
-        f"[green]✓[/] each task ran in its own worker pod: {', '.join(p.name for p in mine.values())}"
-    )
-
-    selector = {**pods.labels, "run_id": safe_label(run.run_id)}
-    deadline = time.monotonic() + timeout
-    with console.status("waiting for the worker pods to be deleted"):
-        while True:
-            left = deploying.list_pods(kube, namespace, selector)
-            if all(pod.deleted for pod in mine.values()) and not left:
-                break
-            if time.monotonic() > deadline:
-                remaining = [
-                    f"{p['metadata']['name']} ({(p.get('status') or {}).get('phase')})" for p in left
-                ]
-                raise Failure(
-                    f"worker pods of run {run.run_id} still exist after {timeout:.0f} s: "
-                    f"{', '.join(remaining) or ', '.join(p.name for p in mine.values() if not p.deleted)}. "
-                    "Is [kubernetes_executor] delete_worker_pods on?"
-                )
-            time.sleep(POLL_SECONDS)
-    console.print("[green]✓[/] every worker pod was deleted after its task")
-
-
-def cluster_diagnostics(kube: cluster.Kube, namespace: str, pods: PodWatch) -> str:
-    """Worker pods with their phase and events, then the schedulers' last log lines."""
-    lines = ["", "worker pods of this DAG seen during the run:"]
-    for pod in pods.pods.values():
-        state = f"{pod.phase}{', deleted' if pod.deleted else ''}"
-        lines.append(f"  {pod.name} task={pod.labels.get('task_id')} run={pod.labels.get('run_id')}: {state}")
-        try:
-            events = deploying.pod_events(kube, namespace, pod.name)
-        except ApiException:
-            events = []
-        lines.extend(
-            f"    {e.get('type')} {e.get('reason')}: {(e.get('message') or '').strip()}" for e in events
-        )
-    if len(lines) == 2:
-        lines.append("  none: the executor created no worker pod for it")
-    if pods.error:
-        lines.append(f"  (last watch error: {pods.error})")
-    return "\n".join(lines) + component_logs(kube, namespace, "scheduler")
-
-
-def component_logs(kube: cluster.Kube, namespace: str, component: str) -> str:
-    """The last log lines of every pod of one component, for diagnostics."""
-    selector = {PART_OF_LABEL: PART_OF, "app.kubernetes.io/component": component}
-    try:
-        found = deploying.list_pods(kube, namespace, selector)
-    except ApiException as error:
-        return f"\n(cannot list the {component} pods: {deploying.api_message(error)})"
-    parts = []
-    for pod in found:
-        name = pod["metadata"]["name"]
-        container = pod["spec"]["containers"][0]["name"]
-        tail = deploying.pod_log_tail(kube, namespace, name, container)
-        parts.append(f"\nlast log lines of {component} pod {name}:\n{tail}")
-    return "".join(parts)

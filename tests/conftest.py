@@ -35,7 +35,7 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from airflow_ha import REPO_ROOT, image
-from airflow_ha import secrets as airflow_secrets
+from airflow_ha import generated_secrets as airflow_secrets
 
 BASE_IMAGE = "airflow-ha-base:bookworm"
 POSTGRES_IMAGE = "airflow-ha-postgres:15"

@@ -23,9 +23,9 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from airflow_ha import PART_OF, PART_OF_LABEL, cluster, manifests
+from airflow_ha import PART_OF, PART_OF_LABEL, cluster, kubeapi, manifests, rollout
 from airflow_ha import deploy as deploying
-from airflow_ha import secrets as generated
+from airflow_ha import generated_secrets as generated
 from airflow_ha.console import Failure
 
 NAMESPACE = "airflow"
@@ -33,6 +33,9 @@ IMAGE = "airflow-ha:3.3.2-test"
 CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "StorageClass"}
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+CONFIG_CHECKSUM = "checksum/airflow-config"
+TEMPLATE_CHECKSUM = "checksum/airflow-pod-template"
+KIND_KINDS = {("v1", "Namespace"), ("v1", "PersistentVolume")}  # what the kind overlay renders cluster-scoped
 
 
 class FakeInstance:
@@ -49,6 +52,13 @@ def api_error(status: int, message: str) -> ApiException:
     error = ApiException(status=status, reason=message)
     error.body = json.dumps({"kind": "Status", "message": message, "code": status})
     return error
+
+
+def plural(kind: str) -> str:
+    lower = kind.lower()
+    if lower.endswith("y"):
+        return f"{lower[:-1]}ies"
+    return f"{lower}es" if lower.endswith("s") else f"{lower}s"
 
 
 def matches(labels: dict[str, str], selector: str | None) -> bool:
@@ -71,6 +81,10 @@ class FakeCluster:
         self.held: set[str] = set()  # Kind/name of workloads whose controller never makes them ready
         self.pending_ready: set[str] = set()
         self.job_outcome = "Complete"
+        # RBAC: when set, only requests inside this namespace are allowed (as for an Okteto user)...
+        self.only_namespace: str | None = None
+        self.denied: set[tuple[str, str]] = set()  # ...and never these (verb, kind)
+        self.requests: list[tuple[str, str, str]] = []  # (verb, kind, namespace or "") as authorized
 
     # the dynamic client surface
 
@@ -88,8 +102,8 @@ class FakeCluster:
             raise api_error(400, f"previous terminated container in pod {name} not found")
         return self.pod_logs[name, previous]
 
-    def kube(self, context: str = "kind-airflow-ha") -> cluster.Kube:
-        return cluster.Kube(context=context, dynamic=self, core=self)
+    def kube(self, context: str = "kind-airflow-ha") -> kubeapi.Kube:
+        return kubeapi.Kube(context=context, dynamic=self, core=self)
 
     # state
 
@@ -110,6 +124,19 @@ class FakeCluster:
 
     def named(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
         return self.objects.get((kind, "" if kind in CLUSTER_SCOPED else namespace, name))
+
+    def authorize(self, verb: str, resource: FakeResource, namespace: str | None) -> None:
+        """A 403 as the API server sends it when RBAC does not allow the request."""
+        scope = (namespace or "") if resource.namespaced else ""
+        self.requests.append((verb, resource.kind, scope))
+        limited = self.only_namespace is not None and scope != self.only_namespace
+        if limited or (verb, resource.kind) in self.denied:
+            where = f' in the namespace "{scope}"' if scope else " at the cluster scope"
+            raise api_error(
+                403,
+                f'{resource.name} is forbidden: User "dev" cannot {verb} resource "{resource.name}" '
+                f'in API group "{resource.group}"{where}',
+            )
 
     def versions_now(self) -> dict[tuple[str, str, str], str]:
         return {k: obj["metadata"]["resourceVersion"] for k, obj in self.objects.items()}
@@ -166,6 +193,8 @@ class FakeResource:
         self.api_version = api_version
         self.kind = kind
         self.namespaced = kind not in CLUSTER_SCOPED
+        self.name = plural(kind)  # as the dynamic client's Resource: the plural and the API group
+        self.group = api_version.rpartition("/")[0]
 
     def _key(self, name: str, namespace: str | None) -> tuple[str, str, str]:
         return self.kind, (namespace or "") if self.namespaced else "", name
@@ -178,6 +207,7 @@ class FakeResource:
         field_selector: str | None = None,
         **_: Any,
     ) -> FakeInstance:
+        self.fake.authorize("get" if name is not None else "list", self, namespace)
         if name is not None:
             obj = self.fake.objects.get(self._key(name, namespace))
             if obj is None:
@@ -202,6 +232,7 @@ class FakeResource:
         self, body: dict[str, Any], field_manager: str, namespace: str | None = None, **_: Any
     ):
         assert field_manager == deploying.FIELD_MANAGER
+        self.fake.authorize("patch", self, namespace)
         key = self._key(body["metadata"]["name"], namespace or body["metadata"].get("namespace"))
         if self.namespaced and ("Namespace", "", key[1]) not in self.fake.objects:
             raise api_error(404, f'namespaces "{key[1]}" not found')
@@ -226,7 +257,8 @@ class FakeResource:
         self.fake.log.append(("update" if existing else "create", f"{self.kind}/{key[2]}"))
         return FakeInstance(self.fake.put(stored))
 
-    def create(self, body: dict[str, Any], namespace: str, **_: Any) -> FakeInstance:
+    def create(self, body: dict[str, Any], namespace: str | None = None, **_: Any) -> FakeInstance:
+        self.fake.authorize("create", self, namespace)
         key = self._key(body["metadata"]["name"], namespace)
         if key in self.fake.objects:
             raise api_error(409, f'{self.kind.lower()}s "{key[2]}" already exists')
@@ -237,6 +269,7 @@ class FakeResource:
         self, name: str, namespace: str | None = None, propagation_policy: str | None = None, **_: Any
     ):
         assert propagation_policy == "Background"
+        self.fake.authorize("delete", self, namespace)
         key = self._key(name, namespace)
         if key not in self.fake.objects:
             raise api_error(404, f'{self.kind.lower()}s "{name}" not found')
@@ -245,7 +278,7 @@ class FakeResource:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    monkeypatch.setattr(deploying, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(rollout, "POLL_SECONDS", 0.01)
     return FakeCluster()
 
 
@@ -258,7 +291,9 @@ def fresh(rendered: list[manifests.Manifest]) -> list[manifests.Manifest]:
     return [manifests.Manifest(m.source, copy.deepcopy(m.obj)) for m in rendered]
 
 
-def install(fake: FakeCluster, rendered: list[manifests.Manifest], timeout: int = 30) -> deploying.Report:
+def install(
+    fake: FakeCluster, rendered: list[manifests.Manifest], timeout: int = 30
+) -> deploying.DeployReport:
     return deploying.install(fake.kube(), fresh(rendered), namespace=NAMESPACE, timeout=timeout)
 
 
@@ -346,17 +381,53 @@ def test_second_deploy_changes_nothing(fake, rendered):
     assert not report.changed
     assert set(report.actions) == {"unchanged"}
     assert len(report.actions["unchanged"]) == len(rendered)
+    # Unchanged although every component carries the config checksums.
+    assert {CONFIG_CHECKSUM, TEMPLATE_CHECKSUM} <= pod_annotations(
+        fake, "Deployment/airflow-scheduler"
+    ).keys()
 
 
-def test_a_changed_manifest_is_reported_as_configured(fake, rendered):
+def test_an_airflow_config_change_rolls_the_workloads_that_read_it(fake, rendered):
+    """A changed airflow.env changes the checksum on the pod template of every workload that
+    reads airflow-config, so their pods restart; the database does not read it and stays."""
     install(fake, rendered)
+    components = sorted(m.ref for m in rendered if m.kind == "Deployment")
+    checksums = {ref: pod_annotations(fake, ref)[CONFIG_CHECKSUM] for ref in components}
     changed = fresh(rendered)
     config = manifests.find(changed, "ConfigMap", "airflow-config")
     config.obj["data"]["AIRFLOW__API__WORKERS"] = "2"  # type: ignore[union-attr]
 
     report = deploying.install(fake.kube(), changed, namespace=NAMESPACE, timeout=30)
 
-    assert report.actions["configured"] == ["ConfigMap/airflow-config"]
+    assert sorted(report.actions["configured"]) == sorted(["ConfigMap/airflow-config", *components])
+    assert report.actions["recreated"] == ["Job/airflow-migrate"]  # its pod reads the config too
+    assert "StatefulSet/airflow-postgres" in report.actions["unchanged"]
+    assert CONFIG_CHECKSUM not in pod_annotations(fake, "StatefulSet/airflow-postgres")
+    for ref in components:
+        assert pod_annotations(fake, ref)[CONFIG_CHECKSUM] != checksums[ref], ref
+    assert fake.named("Deployment", "airflow-scheduler")["metadata"]["generation"] == 2  # type: ignore[index]
+
+
+def test_a_pod_template_change_rolls_only_the_scheduler(fake, rendered):
+    """The worker pod template is read by the scheduler alone (KubernetesExecutor)."""
+    install(fake, rendered)
+    changed = fresh(rendered)
+    template = manifests.find(changed, "ConfigMap", "airflow-pod-template")
+    template.obj["data"]["pod-template.yaml"] += "\n# edited\n"  # type: ignore[union-attr]
+
+    report = deploying.install(fake.kube(), changed, namespace=NAMESPACE, timeout=30)
+
+    assert sorted(report.actions["configured"]) == [
+        "ConfigMap/airflow-pod-template",
+        "Deployment/airflow-scheduler",
+    ]
+
+
+def pod_annotations(fake: FakeCluster, ref: str) -> dict[str, str]:
+    kind, name = ref.split("/")
+    live = fake.named(kind, name)
+    assert live is not None, ref
+    return dict(live["spec"]["template"]["metadata"].get("annotations") or {})
 
 
 def test_secrets_are_generated_once_and_never_rotated(fake, rendered):
@@ -503,6 +574,45 @@ def test_prune_spares_data_secrets_worker_pods_and_unlabelled_objects(fake, rend
         assert fake.named(kind, name, namespace) is not None, f"{kind}/{name}"
 
 
+def test_prune_never_touches_another_namespace(fake, rendered):
+    """Another namespace's deploy left a labelled StorageClass, a kind this deploy renders too:
+    the inventory lists it, and prune must leave it alone."""
+    ours = manifests.Manifest(
+        "kube/overlays/kind/storage-class.yaml",
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "airflow-logs-hostpath", "labels": {PART_OF_LABEL: PART_OF}},
+            "provisioner": "kubernetes.io/no-provisioner",
+        },
+    )
+    theirs = copy.deepcopy(ours.obj)
+    theirs["metadata"]["name"] = "team-b-logs"
+    fake.put(theirs)
+
+    report = install(fake, [*rendered, ours])
+
+    assert "pruned" not in report.actions
+    assert fake.named("StorageClass", "team-b-logs") is not None
+    assert ("list", "StorageClass", "") in fake.requests  # it was listed, so the guard decided
+
+
+def test_prune_skips_what_an_inventory_found_in_another_namespace(fake, rendered):
+    """Even if a listing returned them, objects of another namespace are never pruned."""
+    install(fake, rendered)
+    elsewhere = fake.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "airflow-config", "namespace": "team-b", "labels": {PART_OF_LABEL: PART_OF}},
+        }
+    )
+    before = {kubeapi.key(elsewhere): elsewhere}
+
+    assert deploying.prune(fake.kube(), fresh(rendered)[:1], before, NAMESPACE) == []
+    assert fake.named("ConfigMap", "airflow-config", "team-b") is not None
+
+
 # failure diagnosis
 
 
@@ -644,7 +754,26 @@ def test_deployment_rollout_follows_kubectl(status, expected):
         "status": status,
     }
 
-    assert deploying.rollout_status(deployment) == expected
+    assert rollout.rollout_status(deployment) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ({"currentRevision": "r1", "updateRevision": "r2"}, ("waiting", "rolling update in progress")),
+        ({"currentRevision": "r2", "updateRevision": "r2"}, ("done", "1/1")),
+    ],
+)
+def test_statefulset_rollout_waits_for_its_update_revision(status, expected):
+    """Ready pods of the old revision are not a finished rollout (kubectl's rule)."""
+    statefulset = {
+        "kind": "StatefulSet",
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 2, "replicas": 1, "readyReplicas": 1, **status},
+    }
+
+    assert rollout.rollout_status(statefulset) == expected
 
 
 # teardown
@@ -654,7 +783,7 @@ def test_teardown_keeps_the_data_and_verifies_the_rest_is_gone(fake, rendered, c
     install(fake, rendered)
     fake.put(pod("leftover-worker", {PART_OF_LABEL: PART_OF}, {"phase": "Failed"}))
 
-    kept = deploying.remove(fake.kube(), NAMESPACE, purge=False, timeout=30)
+    kept = deploying.remove(fake.kube(), NAMESPACE, rendered_kinds=KIND_KINDS, purge=False, timeout=30)
 
     expected = sorted(
         [
@@ -673,7 +802,7 @@ def test_teardown_keeps_the_data_and_verifies_the_rest_is_gone(fake, rendered, c
 def test_teardown_purge_leaves_nothing(fake, rendered):
     install(fake, rendered)
 
-    kept = deploying.remove(fake.kube(), NAMESPACE, purge=True, timeout=30)
+    kept = deploying.remove(fake.kube(), NAMESPACE, rendered_kinds=KIND_KINDS, purge=True, timeout=30)
 
     assert kept == []
     assert fake.objects == {}
@@ -689,9 +818,97 @@ def test_teardown_touches_nothing_without_the_project_label(fake, rendered):
         }
     )
 
-    deploying.remove(fake.kube(), NAMESPACE, purge=False, timeout=30)
+    deploying.remove(fake.kube(), NAMESPACE, rendered_kinds=KIND_KINDS, purge=False, timeout=30)
 
     assert fake.named("ConfigMap", "someone-elses") is not None
+
+
+def test_teardown_purge_never_deletes_a_claim_or_volume_of_another_namespace(fake, rendered):
+    """team-b deployed too: its labelled claim, and the labelled volume bound to that claim, stay."""
+    install(fake, rendered)
+    fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b"}})
+    labels = {PART_OF_LABEL: PART_OF}
+    fake.put(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "airflow-logs", "namespace": "team-b", "labels": labels},
+        }
+    )
+    fake.put(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "team-b-logs", "labels": labels},
+            "spec": {"claimRef": {"namespace": "team-b", "name": "airflow-logs"}},
+        }
+    )
+
+    deploying.remove(fake.kube(), NAMESPACE, rendered_kinds=KIND_KINDS, purge=True, timeout=30)
+
+    assert fake.named("PersistentVolume", "team-b-logs") is not None
+    assert fake.named("PersistentVolumeClaim", "airflow-logs", "team-b") is not None
+    assert fake.named("PersistentVolume", "airflow-logs") is None  # ours went
+
+
+# rights that stop at one namespace (RBAC enforced by the in-process fake)
+
+
+def test_a_namespace_limited_user_deploys_and_tears_down_the_okteto_overlay(fake):
+    """The fake refuses every request outside team-a, as for an Okteto developer. The okteto
+    overlay renders nothing cluster-scoped, so deploy and teardown stay inside the namespace."""
+    fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    fake.only_namespace = "team-a"
+    okteto = manifests.render("okteto", namespace="team-a", image=IMAGE)
+    kube = fake.kube("okteto")
+
+    report = deploying.install(kube, okteto, namespace="team-a", timeout=30)
+    kept = deploying.remove(kube, "team-a", rendered_kinds=deploying.kinds_of(okteto), purge=True, timeout=30)
+
+    assert len(report.actions["created"]) == len(okteto)
+    assert kept == []
+    assert list(fake.objects) == [("Namespace", "", "team-a")]
+    # The one request outside: whether the namespace exists, whose 403 is taken as "it does".
+    assert [r for r in fake.requests if r[2] != "team-a"] == [("get", "Namespace", "")]
+
+
+def test_a_cluster_scoped_kind_without_the_right_is_one_line_and_nothing_is_applied(fake, rendered):
+    """The kind overlay renders a Namespace and a PersistentVolume: listing them needs cluster rights."""
+    fake.only_namespace = NAMESPACE
+
+    with pytest.raises(Failure) as failed:
+        install(fake, rendered)
+
+    assert str(failed.value) == (
+        "forbidden: cannot list namespaces at cluster scope (kube context 'kind-airflow-ha'): "
+        'it lacks the RBAC right "list namespaces" cluster-wide (granted by a ClusterRoleBinding)'
+    )
+    assert fake.writes() == []
+
+
+@pytest.mark.parametrize(
+    ("denied", "message"),
+    [
+        (("create", "Secret"), 'cannot create Secret/airflow-secrets in namespace \'team-a\' (kube context '
+         '\'okteto\'): it lacks the RBAC right "create secrets" in namespace \'team-a\''),
+        (("patch", "Deployment"), 'cannot patch Deployment/airflow-api-server in namespace \'team-a\' (kube '
+         'context \'okteto\'): it lacks the RBAC right "patch deployments.apps" in namespace \'team-a\''),
+        (("list", "PodDisruptionBudget"), 'cannot list poddisruptionbudgets in namespace \'team-a\' (kube '
+         'context \'okteto\'): it lacks the RBAC right "list poddisruptionbudgets.policy" in namespace '
+         '\'team-a\''),
+    ],
+)  # fmt: skip
+def test_a_missing_right_in_the_namespace_is_one_line(fake, denied, message):
+    """The fake's RBAC denies one verb on one kind inside team-a."""
+    fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    fake.only_namespace = "team-a"
+    fake.denied.add(denied)
+    okteto = manifests.render("okteto", namespace="team-a", image=IMAGE)
+
+    with pytest.raises(Failure) as failed:
+        deploying.install(fake.kube("okteto"), okteto, namespace="team-a", timeout=30)
+
+    assert str(failed.value) == f"forbidden: {message}"
 
 
 # the context-safety rule and the order of deploy's steps
@@ -714,7 +931,7 @@ class Recorder:
             (image, "push_image"),
             (cluster, "ensure_kind_cluster"),
             (cluster, "load_image"),
-            (cluster, "kube_clients"),
+            (kubeapi, "kube_clients"),
         ]:
             monkeypatch.setattr(module, name, self.record(name))
 
@@ -732,7 +949,7 @@ class Recorder:
         return called
 
 
-def deploy(**overrides: Any) -> deploying.Report:
+def deploy(**overrides: Any) -> deploying.DeployReport:
     arguments: dict[str, Any] = {
         "context": None,
         "kind_cluster": "airflow-ha",
@@ -850,6 +1067,7 @@ def test_teardown_ignores_the_current_context(monkeypatch, tmp_path):
         deploying.teardown(
             context=None,
             kind_cluster="airflow-ha",
+            overlay="kind",
             namespace=NAMESPACE,
             purge=True,
             delete_cluster=False,
@@ -865,6 +1083,7 @@ def test_teardown_of_the_cluster_refuses_another_context(monkeypatch):
         deploying.teardown(
             context="prod",
             kind_cluster="airflow-ha",
+            overlay="kind",
             namespace=NAMESPACE,
             purge=False,
             delete_cluster=True,

@@ -8,21 +8,23 @@ must understand (a missing DAG, wrong credentials, a failing task).
 
 The cluster half of the smoke test (worker pods) needs Kubernetes, which cannot run
 here: tests/e2e covers it on kind. Below, its label matching is checked against the
-provider's own pod generator, its pod assertions against a Kubernetes API mocked by a
-list of pods, and its port-forward against a real kubectl and a refused connection.
+provider's own pod generator; the pod watch and the pod assertions against a Kubernetes
+API mocked in-process (a list of pods, and a watch that fails on purpose); the
+port-forward relay against a real HTTP server on loopback, standing in for the pod.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import secrets as token
-import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +32,9 @@ from typing import Any
 
 import httpx
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-from airflow_ha import REPO_ROOT, cluster, smoke
+from airflow_ha import REPO_ROOT, kubeapi, port_forward, smoke, worker_pods
 from airflow_ha.console import Failure
 
 DAG_ID = "smoke_kubernetes_executor"
@@ -200,7 +203,7 @@ def test_expected_labels_match_the_labels_the_executor_writes():
         dag_id=DAG_ID, task_id=task["task_id"], try_number=2, airflow_worker=41, run_id=run_id
     )
 
-    expected = smoke.expected_labels(DAG_ID, run_id, task)
+    expected = worker_pods.expected_labels(DAG_ID, run_id, task)
 
     assert expected.items() <= written.items()
     assert expected["run_id"] != run_id  # sanitized, as the executor does
@@ -225,15 +228,20 @@ class PodList:
         return {"items": items}
 
 
-def watched(run: smoke.Run, deleted: bool) -> smoke.PodWatch:
+def watched(run: smoke.Run, deleted: bool) -> worker_pods.PodWatch:
     """A PodWatch that saw one worker pod per task instance, without starting its thread."""
-    pods = smoke.PodWatch(cluster.Kube("kind-airflow-ha", PodList([]), None), "airflow", run.dag_id)
+    pods = worker_pods.PodWatch(kubeapi.Kube("kind-airflow-ha", PodList([]), None), "airflow", run.dag_id)
     for index, ti in enumerate(run.task_instances):
-        labels = {**smoke.expected_labels(run.dag_id, run.run_id, ti), "airflow-worker": "7"}
-        pods.pods[f"worker-{index}"] = smoke.WorkerPod(
+        labels = worker_labels(run, ti)
+        pods.pods[f"worker-{index}"] = worker_pods.WorkerPod(
             f"worker-{index}", labels, "Succeeded", deleted=deleted
         )
     return pods
+
+
+def worker_labels(run: smoke.Run, task_instance: dict[str, Any]) -> dict[str, str]:
+    """The labels KubernetesExecutor gives the worker pod of one task instance."""
+    return {**worker_pods.expected_labels(run.dag_id, run.run_id, task_instance), "airflow-worker": "7"}
 
 
 RUN = smoke.Run(
@@ -246,7 +254,7 @@ RUN = smoke.Run(
 def test_worker_pods_one_per_task_and_deleted_pass():
     pods = watched(RUN, deleted=True)
 
-    smoke.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=5)
+    worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=5)
 
 
 def test_a_task_without_a_worker_pod_fails():
@@ -256,7 +264,7 @@ def test_a_task_without_a_worker_pod_fails():
     with pytest.raises(
         Failure, match=r"task 'double' \(try 1\) succeeded, but no worker pod with the labels"
     ):
-        smoke.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=5)
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=5)
 
 
 def test_a_pod_the_executor_did_not_make_fails():
@@ -264,41 +272,184 @@ def test_a_pod_the_executor_did_not_make_fails():
     del pods.pods["worker-0"].labels["airflow-worker"]
 
     with pytest.raises(Failure, match=r"pod worker-0 lacks the airflow-worker label"):
-        smoke.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=5)
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=5)
 
 
 def test_worker_pods_left_behind_fail(monkeypatch):
-    monkeypatch.setattr(smoke, "POLL_SECONDS", 0.1)
+    monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.1)
     pods = watched(RUN, deleted=False)
 
     with pytest.raises(
         Failure, match=r"still exist after 1 s: worker-0, worker-1\. Is \[kubernetes_executor\]"
     ):
-        smoke.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
 
 
-def test_a_port_forward_that_cannot_start_is_named(tmp_path, monkeypatch):
-    """kubectl is real; the cluster is a kubeconfig entry that refuses connections."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed here")
-    kubeconfig = tmp_path / "config"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "gone", "user": {"token": "not-a-secret"}}],
-                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}],
-            }
-        )
-    )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+def worker_pod(run: smoke.Run, task_instance: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "resourceVersion": "1", "labels": worker_labels(run, task_instance)},
+        "status": {"phase": phase},
+    }
 
-    with (
-        pytest.raises(
-            Failure, match=r"port-forward svc/airflow-api-server :8080` did not start forwarding: "
-        ),
-        smoke.port_forward("gone", "airflow", "svc/airflow-api-server", 8080),
-    ):
+
+class FailingWatch(PodList):
+    """The pod API mocked in-process: list, and a watch that streams ``events``, then loses
+    ``vanish`` (deleted with no DELETED event) and fails, as a dropped connection does."""
+
+    def __init__(self, pods: list[dict[str, Any]], events: list[tuple[str, dict[str, Any]]], vanish: str):
+        super().__init__(pods)
+        self.events, self.vanish = events, vanish
+        self.watches = 0
+
+    def get(self, api_version: str | None = None, kind: str | None = None, **kwargs: Any):
+        listed = super().get(api_version, kind, **kwargs)
+        if kind is None:
+            listed["metadata"] = {"resourceVersion": "2"}
+        return listed
+
+    def watch(self, **_: Any) -> Iterator[dict[str, Any]]:
+        self.watches += 1
+        if self.watches > 1:
+            time.sleep(0.01)  # an idle watch that ends at its timeout
+            return
+        for event_type, pod in self.events:
+            yield {"type": event_type, "raw_object": pod}
+        self.pods[:] = [p for p in self.pods if p["metadata"]["name"] != self.vanish]
+        raise ConnectionResetError("the watch connection dropped")
+
+
+def test_a_pod_deleted_while_the_watch_was_down_counts_as_deleted(monkeypatch):
+    """After an injected watch error the relist no longer holds worker-0: it was deleted unseen."""
+    monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.01)
+    run = smoke.Run(DAG_ID, RUN.run_id, RUN.task_instances[:1])
+    running = worker_pod(run, run.task_instances[0], "worker-0", "Running")
+    succeeded = {**running, "status": {"phase": "Succeeded"}}
+    api = FailingWatch([running], [("MODIFIED", succeeded)], vanish="worker-0")
+    kube = kubeapi.Kube("kind-airflow-ha", api, None)
+
+    with worker_pods.PodWatch(kube, "airflow", DAG_ID) as pods:
+        for _ in range(3000):  # until the watch thread has failed and listed again
+            if "worker-0" in pods.pods and pods.pods["worker-0"].deleted:
+                break
+            time.sleep(0.01)
+        seen = pods.pods["worker-0"]
+        assert (seen.phase, seen.deleted) == ("Succeeded", True)
+        assert "ConnectionResetError: the watch connection dropped" in pods.error
+        worker_pods.require_worker_pods(kube, "airflow", pods, run, timeout=5)
+
+
+def test_a_recorded_pod_keeps_its_labels_so_its_task_finds_it():
+    pods = worker_pods.PodWatch(kubeapi.Kube("kind-airflow-ha", PodList([]), None), "airflow", DAG_ID)
+    task = RUN.task_instances[0]
+
+    pods._record("ADDED", worker_pod(RUN, task, "worker-0", "Pending"))
+
+    found = pods.pod_for(task, RUN.run_id)
+    assert found is not None
+    assert (found.name, found.labels["airflow-worker"]) == ("worker-0", "7")
+    assert pods.pod_for(RUN.task_instances[1], RUN.run_id) is None
+
+
+class Refusing(PodList):
+    """The pod API mocked in-process with RBAC that refuses to list pods."""
+
+    name, group, kind = "pods", "", "Pod"
+
+    def get(self, api_version: str | None = None, kind: str | None = None, **kwargs: Any):
+        if kind is not None:
+            return self
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def test_a_watch_without_the_right_to_list_pods_is_one_line():
+    kube = kubeapi.Kube("okteto", Refusing([]), None)
+
+    with pytest.raises(Failure) as failed, worker_pods.PodWatch(kube, "team-a", DAG_ID):
         pass
+
+    assert str(failed.value) == (
+        "forbidden: cannot list pods in namespace 'team-a' (kube context 'okteto'): "
+        "it lacks the RBAC right \"list pods\" in namespace 'team-a'"
+    )
+
+
+# the port-forward relay, with a real HTTP server on loopback standing in for the pod
+
+
+@pytest.fixture
+def pod_http() -> Iterator[tuple[str, int]]:
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"pod says {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield "127.0.0.1", server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_relay_carries_each_connection_to_a_new_stream(pod_http):
+    streams = []
+
+    def connect() -> socket.socket:
+        streams.append(socket.create_connection(pod_http))
+        return streams[-1]
+
+    with port_forward.Relay(connect) as relay:
+        first = httpx.get(f"{relay.url}/api/v2/monitor/health", timeout=10)
+        second = httpx.get(f"{relay.url}/again", timeout=10)
+
+    assert (first.status_code, first.text) == (200, "pod says /api/v2/monitor/health")
+    assert second.text == "pod says /again"
+    assert len(streams) == 2
+    assert relay.errors == []
+
+
+def test_a_stream_that_cannot_open_is_recorded():
+    def connect() -> socket.socket:
+        raise Failure("cannot port-forward to pod airflow-api-server-1 port 8080: Handshake status 500")
+
+    with port_forward.Relay(connect) as relay, pytest.raises(httpx.TransportError):
+        httpx.get(f"{relay.url}/api/v2/monitor/health", timeout=10)
+
+    assert relay.errors == ["cannot port-forward to pod airflow-api-server-1 port 8080: Handshake status 500"]
+
+
+def api_server_pod(name: str, ready: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "api-server"}},
+        "spec": {"containers": [{"name": "api-server", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready}]},
+    }
+
+
+SERVICE = {
+    "metadata": {"name": "airflow-api-server"},
+    "spec": {
+        "selector": {"app.kubernetes.io/component": "api-server"},
+        "ports": [{"name": "http", "port": 8080, "targetPort": "http"}],
+    },
+}
+
+
+def test_the_port_forward_goes_to_a_ready_pod_and_its_named_port():
+    pods = PodList([api_server_pod("not-ready", "False"), api_server_pod("ready", "True")])
+
+    assert smoke.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE) == ("ready", 8080)
+
+
+def test_no_ready_pod_to_forward_to_is_named():
+    pods = PodList([api_server_pod("not-ready", "False")])
+
+    with pytest.raises(
+        Failure, match=r"no ready pod behind Service/airflow-api-server in namespace 'airflow'"
+    ):
+        smoke.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE)

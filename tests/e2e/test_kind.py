@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_ha import REPO_ROOT, cluster, smoke
+from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, rollout, smoke
 from airflow_ha import deploy as deploying
 from airflow_ha.console import Failure
 
@@ -48,13 +48,13 @@ def kind_cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def kube(kind_cluster: None) -> cluster.Kube:
+def kube(kind_cluster: None) -> kubeapi.Kube:
     invoke("deploy", "--timeout", str(PHASE_TIMEOUT))
-    return cluster.kube_clients(CONTEXT)
+    return kubeapi.kube_clients(CONTEXT)
 
 
 @pytest.fixture(scope="module")
-def api(kube: cluster.Kube) -> Iterator[smoke.AirflowAPI]:
+def api(kube: kubeapi.Kube) -> Iterator[smoke.AirflowAPI]:
     username, password = smoke.admin_credentials(kube, NAMESPACE)
     with (
         smoke.api_server(kube, NAMESPACE, on_kind=True) as url,
@@ -63,13 +63,13 @@ def api(kube: cluster.Kube) -> Iterator[smoke.AirflowAPI]:
         yield client
 
 
-def worker_pods(kube: cluster.Kube) -> list[dict[str, Any]]:
-    return deploying.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
+def worker_pods(kube: kubeapi.Kube) -> list[dict[str, Any]]:
+    return kubeapi.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
 
 
-def applied_state(kube: cluster.Kube) -> dict[deploying.Key, Any]:
+def applied_state(kube: kubeapi.Kube) -> dict[kubeapi.Key, Any]:
     """What deploy decides about each object: controllers' status updates do not count."""
-    state: dict[deploying.Key, Any] = {}
+    state: dict[kubeapi.Key, Any] = {}
     for key, obj in deploying.inventory(kube, NAMESPACE).items():
         if deploying.owned(obj) or obj["kind"] == "Pod":
             continue
@@ -83,7 +83,7 @@ def applied_state(kube: cluster.Kube) -> dict[deploying.Key, Any]:
 def test_deploy_rolls_out_every_component(kube):
     for key, obj in deploying.inventory(kube, NAMESPACE).items():
         if obj["kind"] in WORKLOADS and not deploying.owned(obj):
-            assert deploying.rollout_status(obj)[0] == "done", f"{key}: {deploying.rollout_status(obj)}"
+            assert rollout.rollout_status(obj)[0] == "done", f"{key}: {rollout.rollout_status(obj)}"
 
 
 def test_smoke(kube):
@@ -113,15 +113,15 @@ class Poller(threading.Thread):
                 self.failures.append(str(failure))
 
 
-def delete_one_pod(kube: cluster.Kube, component: str) -> str:
-    pods = deploying.list_pods(kube, NAMESPACE, {"app.kubernetes.io/component": component})
+def delete_one_pod(kube: kubeapi.Kube, component: str) -> str:
+    pods = kubeapi.list_pods(kube, NAMESPACE, {"app.kubernetes.io/component": component})
     assert pods, f"no {component} pod to delete"
     name = pods[0]["metadata"]["name"]
     kube.dynamic.resources.get(api_version="v1", kind="Pod").delete(name=name, namespace=NAMESPACE)
     return name
 
 
-def wait_rolled_out(kube: cluster.Kube, name: str) -> None:
+def wait_rolled_out(kube: kubeapi.Kube, name: str) -> None:
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -129,8 +129,8 @@ def wait_rolled_out(kube: cluster.Kube, name: str) -> None:
     }
     deadline = time.monotonic() + PHASE_TIMEOUT
     while True:
-        live = deploying.read(kube, deployment)
-        state = deploying.rollout_status(live) if live else ("waiting", "missing")
+        live = kubeapi.read(kube, deployment)
+        state = rollout.rollout_status(live) if live else ("waiting", "missing")
         if state[0] == "done":
             return
         assert time.monotonic() < deadline, f"Deployment/{name} did not recover: {state}"
@@ -173,5 +173,6 @@ def test_redeploy_changes_nothing(kube):
 def test_teardown_leaves_nothing(kube):
     invoke("teardown", "--purge", "--timeout", str(PHASE_TIMEOUT))
 
-    left = deploying.belonging(deploying.inventory(kube, NAMESPACE), NAMESPACE)
-    assert left == {}, f"left behind: {sorted(deploying.ref(obj) for obj in left.values())}"
+    rendered_kinds = deploying.kinds_of(manifests.render("kind", namespace=NAMESPACE))
+    left = deploying.belonging(deploying.inventory(kube, NAMESPACE, rendered_kinds), NAMESPACE)
+    assert left == {}, f"left behind: {sorted(kubeapi.ref(obj) for obj in left.values())}"

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from airflow_ha import manifests, secrets
+from airflow_ha import generated_secrets, manifests
 
 from .rehearsal import EXECUTOR_OVERRIDE, Rehearsal, RehearsalError, component_pods
 
@@ -34,7 +34,9 @@ def stack(airflow_image: str, postgres_image: str) -> Iterator[Rehearsal]:
         f"\nREHEARSAL, not a KubernetesExecutor test: executor overridden to {EXECUTOR_OVERRIDE}."
         f"\nNo registry is reachable, so {manifest_postgres_image} runs as {postgres_image}."
     )
-    rehearsal = Rehearsal(rendered, secrets.generate_missing({}), {manifest_postgres_image: postgres_image})
+    rehearsal = Rehearsal(
+        rendered, generated_secrets.generate_missing({}), {manifest_postgres_image: postgres_image}
+    )
     try:
         rehearsal.start(postgres)
         for pod in rehearsal.pods:
@@ -67,7 +69,7 @@ def api_url(stack: Rehearsal) -> str:
 
 
 def admin_credentials(stack: Rehearsal) -> tuple[str, str]:
-    generated = stack.secrets[secrets.ADMIN_SECRET]
+    generated = stack.secrets[generated_secrets.ADMIN_SECRET]
     return generated["username"], generated["password"]
 
 

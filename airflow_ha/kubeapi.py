@@ -1,0 +1,251 @@
+"""The Kubernetes API as deploy, teardown and smoke use it: clients, reads, writes, pods.
+
+Every call goes through here, so every call has a timeout and every refusal reads
+the same way. A 403 becomes a one-line Failure naming the verb, the resource, the
+namespace and the RBAC right that is missing (see ``forbidden``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from .cluster import kubeconfig
+from .console import Failure
+
+# (connect, read) seconds for each API call, so that no call can hang a deploy.
+REQUEST_TIMEOUT = (10, 60)
+LOG_LINES = 20
+
+Key = tuple[str, str, str, str]  # (API group, kind, namespace or "", name)
+
+
+@dataclass
+class Kube:
+    """The API clients for one kube context."""
+
+    context: str
+    dynamic: Any  # kubernetes.dynamic.DynamicClient: get, list, apply, delete, watch
+    core: Any  # kubernetes.client.CoreV1Api: pod logs, which the dynamic client cannot stream
+
+
+def kube_clients(context: str) -> Kube:
+    """Clients for one named context; fails clearly when the cluster cannot be reached."""
+    from kubernetes import client, config, dynamic
+
+    try:
+        api = config.new_client_from_config(config_file=kubeconfig(), context=context)
+    except (config.ConfigException, OSError) as error:
+        raise Failure(f"kube context {context!r}: {error}") from error
+    try:
+        dynamic_client = dynamic.DynamicClient(api)
+    except Exception as error:  # discovery is the first call: any error means no usable API
+        raise Failure(
+            f"cannot reach the Kubernetes API of context {context!r} at {api.configuration.host}: {error}"
+        ) from error
+    return Kube(context=context, dynamic=dynamic_client, core=client.CoreV1Api(api))
+
+
+# errors
+
+
+class Forbidden(Failure):
+    """The API server answered 403: the kube context lacks an RBAC right."""
+
+
+def api_message(error: ApiException) -> str:
+    """The Status message the API server sent, or the HTTP reason."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return f"HTTP {error.status} {error.reason}"
+
+
+def forbidden(
+    kube: Kube, verb: str, resource: Any, namespace: str | None, name: str = "", subresource: str = ""
+) -> str:
+    """The one line a 403 becomes. Its wording is stable: tests and users match on it.
+
+    forbidden: cannot VERB WHAT in namespace 'NS' (kube context 'CTX'): it lacks the RBAC right
+    "VERB RESOURCE[.GROUP]" in namespace 'NS'
+    """
+    plural = getattr(resource, "name", None) or f"{resource.kind.lower()}s"
+    if subresource:
+        plural = f"{plural}/{subresource}"
+    group = getattr(resource, "group", "") or ""
+    right = f"{verb} {plural}{'.' + group if group else ''}"
+    what = f"{resource.kind}/{name}" if name else plural
+    if namespace:
+        where = scope = f"in namespace {namespace!r}"
+    else:
+        where, scope = "at cluster scope", "cluster-wide (granted by a ClusterRoleBinding)"
+    return (
+        f"forbidden: cannot {verb} {what} {where} (kube context {kube.context!r}): "
+        f'it lacks the RBAC right "{right}" {scope}'
+    )
+
+
+@contextmanager
+def refused_as_failure(
+    kube: Kube, verb: str, resource: Any, namespace: str | None, name: str = "", subresource: str = ""
+) -> Iterator[None]:
+    """Turn a 403 from the calls inside into Forbidden, worded by ``forbidden``; other errors pass."""
+    try:
+        yield
+    except ApiException as error:
+        if error.status == 403:
+            raise Forbidden(forbidden(kube, verb, resource, namespace, name, subresource)) from None
+        raise
+
+
+# objects
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """A dynamic client ResourceInstance as a plain dict."""
+    return value.to_dict() if hasattr(value, "to_dict") else dict(value)
+
+
+def key(obj: dict[str, Any]) -> Key:
+    metadata = obj.get("metadata") or {}
+    group = obj["apiVersion"].rpartition("/")[0]
+    return group, obj["kind"], metadata.get("namespace") or "", metadata["name"]
+
+
+def ref(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def condition(obj: dict[str, Any], kind: str, status_value: str | None = "True") -> dict[str, Any] | None:
+    """The condition of that type, if it has the wanted status (any status when None)."""
+    for found in (obj.get("status") or {}).get("conditions") or []:
+        if found.get("type") == kind and (status_value is None or found.get("status") == status_value):
+            return dict(found)
+    return None
+
+
+def resource_of(kube: Kube, api_version: str, kind: str) -> Any:
+    return kube.dynamic.resources.get(api_version=api_version, kind=kind)
+
+
+def _scope(resource: Any, namespace: str | None) -> dict[str, str]:
+    return {"namespace": namespace} if resource.namespaced and namespace else {}
+
+
+def _namespace_of(resource: Any, obj: dict[str, Any]) -> str | None:
+    return obj["metadata"].get("namespace") if resource.namespaced else None
+
+
+def read(kube: Kube, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The live object named like ``obj``, or None."""
+    resource = resource_of(kube, obj["apiVersion"], obj["kind"])
+    namespace, name = _namespace_of(resource, obj), obj["metadata"]["name"]
+    try:
+        with refused_as_failure(kube, "get", resource, namespace, name):
+            found = resource.get(name=name, _request_timeout=REQUEST_TIMEOUT, **_scope(resource, namespace))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise Failure(f"cannot read {ref(obj)}: {api_message(error)}") from None
+    return as_dict(found)
+
+
+def list_objects(
+    kube: Kube, resource: Any, namespace: str | None, *, label_selector: str = "", field_selector: str = ""
+) -> dict[str, Any]:
+    """The list of one kind: in ``namespace`` when namespaced, else across the cluster."""
+    namespace = namespace if resource.namespaced else None
+    selectors = {"label_selector": label_selector} if label_selector else {}
+    if field_selector:
+        selectors["field_selector"] = field_selector
+    with refused_as_failure(kube, "list", resource, namespace):
+        return as_dict(
+            resource.get(_request_timeout=REQUEST_TIMEOUT, **selectors, **_scope(resource, namespace))
+        )
+
+
+def server_side_apply(kube: Kube, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
+    """Apply ``obj``; force_conflicts, because the caller is the source of truth for what it sets."""
+    resource = resource_of(kube, obj["apiVersion"], obj["kind"])
+    namespace = _namespace_of(resource, obj)
+    with refused_as_failure(kube, "patch", resource, namespace, obj["metadata"]["name"]):
+        return as_dict(
+            resource.server_side_apply(
+                body=obj,
+                field_manager=field_manager,
+                force_conflicts=True,
+                _request_timeout=REQUEST_TIMEOUT,
+                **_scope(resource, namespace),
+            )
+        )
+
+
+def create(kube: Kube, obj: dict[str, Any]) -> dict[str, Any]:
+    resource = resource_of(kube, obj["apiVersion"], obj["kind"])
+    namespace = _namespace_of(resource, obj)
+    with refused_as_failure(kube, "create", resource, namespace, obj["metadata"]["name"]):
+        return as_dict(
+            resource.create(body=obj, _request_timeout=REQUEST_TIMEOUT, **_scope(resource, namespace))
+        )
+
+
+def delete(kube: Kube, obj: dict[str, Any]) -> None:
+    """Delete in the background (dependants follow their owner); gone already is fine."""
+    resource = resource_of(kube, obj["apiVersion"], obj["kind"])
+    namespace, name = _namespace_of(resource, obj), obj["metadata"]["name"]
+    try:
+        with refused_as_failure(kube, "delete", resource, namespace, name):
+            resource.delete(
+                name=name,
+                propagation_policy="Background",
+                _request_timeout=REQUEST_TIMEOUT,
+                **_scope(resource, namespace),
+            )
+    except ApiException as error:
+        if error.status != 404:
+            raise Failure(f"cannot delete {ref(obj)}: {api_message(error)}") from None
+
+
+# pods
+
+
+def list_pods(kube: Kube, namespace: str, match_labels: dict[str, str]) -> list[dict[str, Any]]:
+    if not match_labels:
+        return []
+    selector = ",".join(f"{k}={v}" for k, v in match_labels.items())
+    listed = list_objects(kube, resource_of(kube, "v1", "Pod"), namespace, label_selector=selector)
+    return list(listed.get("items") or [])
+
+
+def pod_events(kube: Kube, namespace: str, pod_name: str) -> list[dict[str, Any]]:
+    """The events of one pod, oldest first."""
+    selector = f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
+    listed = list_objects(kube, resource_of(kube, "v1", "Event"), namespace, field_selector=selector)
+    return sorted(listed.get("items") or [], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def pod_log_tail(
+    kube: Kube, namespace: str, pod: str, container: str, *, previous: bool = False, lines: int = LOG_LINES
+) -> str:
+    """The last lines of a container's log; of the previous instance for a crashed one."""
+    reason = "not found"
+    for attempt in (True, False) if previous else (False,):
+        try:
+            text = kube.core.read_namespaced_pod_log(
+                name=pod,
+                namespace=namespace,
+                container=container,
+                tail_lines=lines,
+                previous=attempt,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as error:
+            reason = api_message(error)
+            continue
+        return "\n".join(f"  | {line}" for line in str(text).rstrip().splitlines()) or "  (empty log)"
+    return f"  (no log: {reason})"

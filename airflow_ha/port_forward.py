@@ -1,0 +1,123 @@
+"""A loopback port that reaches a pod's port through the Kubernetes API (no kubectl).
+
+The kubernetes client's port-forward gives one socket per forwarding stream, not a
+local port, so a small relay listens on a free loopback port and pipes each accepted
+connection to a new stream.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from . import kubeapi
+from .console import Failure
+from .kubeapi import Kube
+
+ACCEPT_SECONDS = 0.5  # how often the relay looks whether it should stop
+CHUNK = 65536
+
+
+class Relay:
+    """Listens on 127.0.0.1 at a free port; pipes each connection to a socket from ``connect()``."""
+
+    def __init__(self, connect: Callable[[], Any]):
+        self._connect = connect
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(ACCEPT_SECONDS)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.errors: list[str] = []  # why connect() failed, newest last
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="port-forward-relay", daemon=True)
+
+    def __enter__(self) -> Relay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5 * ACCEPT_SECONDS)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                local, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(local,), daemon=True).start()
+
+    def _serve(self, local: socket.socket) -> None:
+        try:
+            remote = self._connect()
+        except Exception as error:  # the client closes the connection; errors says why
+            self.errors.append(str(error) or type(error).__name__)
+            local.close()
+            return
+        pipe(local, remote)
+
+
+def pipe(one: Any, other: Any) -> None:
+    """Copy both ways until both sides have finished sending, then close both."""
+
+    def copy(source: Any, target: Any) -> None:
+        try:
+            while data := source.recv(CHUNK):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with suppress(OSError):
+                target.shutdown(socket.SHUT_WR)
+
+    back = threading.Thread(target=copy, args=(other, one), daemon=True)
+    back.start()
+    copy(one, other)
+    back.join()
+    for side in (one, other):
+        with suppress(OSError):
+            side.close()
+
+
+def pod_connector(kube: Kube, namespace: str, pod: str, port: int) -> Callable[[], Any]:
+    """A function that opens one forwarding stream to ``pod``:``port`` per call."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.stream import portforward
+
+    # portforward() swaps the request method of the ApiClient it is given while it
+    # connects, so it gets an ApiClient of its own (the pod watch shares the main one),
+    # and one connection at a time.
+    core = client.CoreV1Api(client.ApiClient(kube.core.api_client.configuration))
+    lock = threading.Lock()
+    pods = kubeapi.resource_of(kube, "v1", "Pod")
+
+    def connect() -> Any:
+        with lock:
+            try:
+                forward = portforward(
+                    core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
+                )
+            except ApiException as error:
+                if "403" in str(error.reason):
+                    raise kubeapi.Forbidden(
+                        kubeapi.forbidden(kube, "create", pods, namespace, pod, subresource="portforward")
+                    ) from None
+                raise Failure(f"cannot port-forward to pod {pod} port {port}: {error.reason}") from None
+        remote = forward.socket(port)
+        remote.setblocking(True)
+        return remote
+
+    return connect
+
+
+@contextmanager
+def to_pod(kube: Kube, namespace: str, pod: str, port: int) -> Iterator[Relay]:
+    """A Relay to ``pod``:``port`` for as long as the block runs; its ``url`` is http://127.0.0.1:PORT."""
+    with Relay(pod_connector(kube, namespace, pod, port)) as relay:
+        yield relay
