@@ -87,7 +87,6 @@ def pipe(one: Any, other: Any) -> None:
 def pod_connector(kube: Kube, namespace: str, pod: str, port: int) -> Callable[[], Any]:
     """A function that opens one forwarding stream to ``pod``:``port`` per call."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import portforward
 
     # portforward() swaps the request method of the ApiClient it is given while it
@@ -103,17 +102,35 @@ def pod_connector(kube: Kube, namespace: str, pod: str, port: int) -> Callable[[
                 forward = portforward(
                     core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)
                 )
-            except ApiException as error:
-                if "403" in str(error.reason):
+            except Exception as error:
+                reason = handshake_failure(error)
+                if reason.startswith("Handshake status 403"):
                     raise kubeapi.Forbidden(
                         kubeapi.forbidden(kube, "create", pods, namespace, pod, subresource="portforward")
                     ) from None
-                raise Failure(f"cannot port-forward to pod {pod} port {port}: {error.reason}") from None
+                raise Failure(f"cannot port-forward to pod {pod} port {port}: {reason}") from None
         remote = forward.socket(port)
         remote.setblocking(True)
         return remote
 
     return connect
+
+
+def handshake_failure(error: BaseException) -> str:
+    """Why the port-forward's websocket could not open.
+
+    The client wraps the handshake error in an ApiException with no body, and then fails
+    on that missing body with an AttributeError (kubernetes 36), so the reason is found
+    along the chain of exceptions rather than on the one raised.
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ApiException) and seen.reason:
+            return str(seen.reason).split(" -+-+- ")[0]
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(error).__name__}: {error}"
 
 
 @contextmanager

@@ -348,6 +348,8 @@ def smoke(
             run = run_dag(api, dag_id, CLUSTER_CONF, timeout, pods)
             require_worker_pods(kube, namespace, pods, run, timeout)
             require_logs(api, run)
+        except kubeapi.Forbidden:
+            raise  # one line; diagnostics would only meet the same missing right
         except DagNotFound as failure:
             raise Failure(f"{failure}{component_logs(kube, namespace, 'dag-processor')}") from None
         except Failure as failure:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ha import REPO_ROOT, cluster
+from airflow_ha import REPO_ROOT, cluster, kubeapi
 from airflow_ha.console import Failure
 
 
@@ -196,4 +196,4 @@ def test_an_unreachable_cluster_is_named(kubeconfig):
     with pytest.raises(
         Failure, match=r"cannot reach the Kubernetes API of context 'kind-airflow-ha' at https://127.0.0.1:1"
     ):
-        cluster.kube_clients("kind-airflow-ha")
+        kubeapi.kube_clients("kind-airflow-ha")

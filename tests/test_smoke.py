@@ -36,6 +36,7 @@ from kubernetes.client.exceptions import ApiException
 
 from airflow_ha import REPO_ROOT, kubeapi, port_forward, smoke, worker_pods
 from airflow_ha.console import Failure
+from airflow_ha.polling import poll
 
 DAG_ID = "smoke_kubernetes_executor"
 START_TIMEOUT = 240
@@ -90,12 +91,21 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             start_new_session=True,  # its own process group, so that every component stops with it
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(output.read_text().splitlines()[-40:])
-                pytest.fail(f"airflow standalone did not become healthy at {url}:\n{tail}")
-            time.sleep(2)
+
+        def started() -> bool | None:
+            if process.poll() is not None:
+                raise AssertionError(f"airflow standalone exited:\n{tail()}")
+            return healthy(url) or None
+
+        def tail() -> str:
+            return "\n".join(output.read_text().splitlines()[-40:])
+
+        poll(
+            started,
+            timeout=START_TIMEOUT,
+            every=2,
+            timed_out=lambda: AssertionError(f"airflow standalone is not healthy at {url}:\n{tail()}"),
+        )
         yield url, password
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -453,3 +463,59 @@ def test_no_ready_pod_to_forward_to_is_named():
         Failure, match=r"no ready pod behind Service/airflow-api-server in namespace 'airflow'"
     ):
         smoke.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE)
+
+
+@pytest.fixture
+def refusing_api() -> Iterator[str]:
+    """A loopback HTTP server that refuses every request with 403, as an API server does without RBAC."""
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"kind": "Status", "code": 403, "reason": "Forbidden"}'
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_port_forward_without_the_right_is_one_line(refusing_api):
+    """The kubernetes client is real; its websocket handshake meets the 403 of the server above."""
+    from kubernetes import client
+
+    configuration = client.Configuration()
+    configuration.host = refusing_api
+    kube = kubeapi.Kube("okteto", Refusing([]), client.CoreV1Api(client.ApiClient(configuration)))
+    connect = port_forward.pod_connector(kube, "team-a", "airflow-api-server-1", 8080)
+
+    with pytest.raises(Failure) as failed:
+        connect()
+
+    assert str(failed.value) == (
+        "forbidden: cannot create Pod/airflow-api-server-1 in namespace 'team-a' (kube context 'okteto'): "
+        "it lacks the RBAC right \"create pods/portforward\" in namespace 'team-a'"
+    )
+
+
+def test_a_port_forward_to_an_unreachable_api_is_named():
+    from kubernetes import client
+
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{reserved.getsockname()[1]}"
+        kube = kubeapi.Kube("gone", Refusing([]), client.CoreV1Api(client.ApiClient(configuration)))
+        connect = port_forward.pod_connector(kube, "airflow", "airflow-api-server-1", 8080)
+
+        with pytest.raises(
+            Failure, match=r"cannot port-forward to pod airflow-api-server-1 port 8080: .*refused"
+        ):
+            connect()
