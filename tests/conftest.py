@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # ----------------------------------------------------------------------------------
-# Docker fixtures (issue 3, the image). tests/image and tests/stack use them:
+# Docker fixtures. tests/image and tests/stack use them:
 #   docker_client    a client of a running daemon; every test using it skips, with
 #                    the reason, when there is no daemon
 #   base_image       "airflow-ha-base:bookworm", built by debootstrap when missing
@@ -20,7 +20,6 @@ import secrets as token
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from docker.models.networks import Network
 
 from airflow_ha import REPO_ROOT, image
 from airflow_ha import generated_secrets as airflow_secrets
+from airflow_ha.polling import poll
 
 BASE_IMAGE = "airflow-ha-base:bookworm"
 POSTGRES_IMAGE = "airflow-ha-postgres:15"
@@ -121,15 +121,20 @@ class PostgresServer:
 
 
 def wait_for_postgres(container: Container, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool | None:
         container.reload()
         if container.status != "running":
             raise AssertionError(f"PostgreSQL exited: {container.logs().decode()[-2000:]}")
-        if container.exec_run(["pg_isready", "--host", "127.0.0.1", "--quiet"]).exit_code == 0:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"PostgreSQL not ready after {timeout} s: {container.logs().decode()[-2000:]}")
+        return container.exec_run(["pg_isready", "--host", "127.0.0.1", "--quiet"]).exit_code == 0 or None
+
+    poll(
+        ready,
+        timeout=timeout,
+        every=0.5,
+        timed_out=lambda: AssertionError(
+            f"PostgreSQL not ready after {timeout} s: {container.logs().decode()[-2000:]}"
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -196,18 +201,23 @@ def registry(docker_client: DockerClient, tmp_path_factory: pytest.TempPathFacto
     log = (folder / "registry.log").open("w")
     process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def serving() -> bool | None:
+            if process.poll() is not None:
+                raise AssertionError(f"docker-registry exited: {(folder / 'registry.log').read_text()}")
             try:
-                if httpx.get(f"http://{address}/v2/", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"http://{address}/v2/", timeout=2).status_code == 200 or None
             except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"docker-registry did not start: {(folder / 'registry.log').read_text()}"
-                )
-            time.sleep(0.2)
+                return None
+
+        poll(
+            serving,
+            timeout=30,
+            every=0.2,
+            timed_out=lambda: AssertionError(
+                f"docker-registry did not start: {(folder / 'registry.log').read_text()}"
+            ),
+        )
         yield address
     finally:
         process.terminate()

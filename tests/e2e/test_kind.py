@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, rollout, smoke
 from airflow_ha import deploy as deploying
 from airflow_ha.console import Failure
+from airflow_ha.polling import poll
 
 from .conftest import KIND_CLUSTER
 
@@ -127,14 +127,20 @@ def wait_rolled_out(kube: kubeapi.Kube, name: str) -> None:
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": NAMESPACE},
     }
-    deadline = time.monotonic() + PHASE_TIMEOUT
-    while True:
+    state = ("waiting", "not read yet")
+
+    def recovered() -> bool | None:
+        nonlocal state
         live = kubeapi.read(kube, deployment)
         state = rollout.rollout_status(live) if live else ("waiting", "missing")
-        if state[0] == "done":
-            return
-        assert time.monotonic() < deadline, f"Deployment/{name} did not recover: {state}"
-        time.sleep(2)
+        return state[0] == "done" or None
+
+    poll(
+        recovered,
+        timeout=PHASE_TIMEOUT,
+        every=2,
+        timed_out=lambda: AssertionError(f"Deployment/{name} did not recover: {state}"),
+    )
 
 
 def test_ha_drill_a_run_survives_losing_a_scheduler_and_an_api_server(kube, api):
