@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import httpx
-from docker.auth import load_config
 from docker.client import DockerClient
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.utils import parse_repository_tag
@@ -61,13 +59,6 @@ DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives
 """
 SOURCES_LIST = Path("/etc/apt/sources.list")
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
-
-MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-)
 
 
 @dataclass(frozen=True)
@@ -264,83 +255,48 @@ def push_image(reference: str, registry: str) -> str:
         image = client.images.get(reference)
     except ImageNotFound:
         raise Failure(f"there is no image {reference} to push: build it with `invoke build` first.") from None
-    api = registry_api(registry)
     target = f"{registry}/{repository}"
     image.tag(target, tag)
     digest = ""
     with Progress(SpinnerColumn(), "{task.description}", console=console) as progress:
         layers: dict[str, TaskID] = {}
-        for chunk in client.api.push(target, tag=tag, stream=True, decode=True):
-            if "error" in chunk:
-                raise Failure(f"pushing {target}:{tag} to the registry {registry} failed: {chunk['error']}")
-            digest = chunk.get("aux", {}).get("Digest", digest)
-            if layer := chunk.get("id"):
-                if layer not in layers:
-                    layers[layer] = progress.add_task(layer)
-                # The daemon's own progress text, e.g. "[=====>    ]  12.3MB/49.2MB".
-                status = f"{layer} {chunk.get('status', '')} {chunk.get('progress', '')}"
-                progress.update(layers[layer], description=status.strip())
+        try:
+            for chunk in client.api.push(target, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise Failure(
+                        f"pushing {target}:{tag} to the registry {registry} failed: {chunk['error']}"
+                    )
+                digest = chunk.get("aux", {}).get("Digest", digest)
+                if layer := chunk.get("id"):
+                    if layer not in layers:
+                        layers[layer] = progress.add_task(layer)
+                    # The daemon's own progress text, e.g. "[=====>    ]  12.3MB/49.2MB".
+                    status = f"{layer} {chunk.get('status', '')} {chunk.get('progress', '')}"
+                    progress.update(layers[layer], description=status.strip())
+        except APIError as error:
+            raise Failure(
+                f"pushing {target}:{tag} to the registry {registry} failed: {error.explanation or error}"
+            ) from None
     if not digest:
         raise Failure(
             f"pushing {target}:{tag} to the registry {registry} reported no digest: see the output above."
         )
-    verify_manifest(api, registry, repository, tag, digest)
+    require_served(client, registry, f"{target}:{tag}", digest)
     console.print(f"pushed {target}:{tag} ({digest}); the registry serves its manifest", style="green")
     return digest
 
 
-def registry_api(registry: str) -> str:
-    """The registry's API root. Docker uses plain HTTP for loopback and insecure registries; so do we."""
-    errors = []
-    for scheme in ("https", "http"):
-        url = f"{scheme}://{registry}/v2/"
-        try:
-            response = httpx.get(url, timeout=10)
-        except httpx.HTTPError as error:
-            errors.append(f"{url}: {error or type(error).__name__}")
-            continue
-        if response.status_code in (200, 401):  # 401: a registry that wants a login, still a registry
-            return f"{scheme}://{registry}/v2"
-        errors.append(f"{url}: HTTP {response.status_code}")
-    raise Failure(
-        f"cannot reach the registry {registry} ({'; '.join(errors)}). "
-        "Start the registry, or fix --registry HOST:PORT."
-    )
-
-
-def verify_manifest(api: str, registry: str, repository: str, tag: str, digest: str) -> None:
-    url = f"{api}/{repository}/manifests/{tag}"
-    response = registry_get(url, registry, headers={"Accept": ", ".join(MANIFEST_TYPES)})
-    if response.status_code != 200:
+def require_served(client: DockerClient, registry: str, name: str, pushed: str) -> None:
+    """Ask the registry, through the daemon (so with the daemon's TLS settings and `docker login`
+    credentials), which digest it serves for ``name``; it must be the one the push reported."""
+    try:
+        served = client.images.get_registry_data(name).id
+    except APIError as error:
         raise Failure(
-            f"the registry {registry} does not serve {repository}:{tag} after the push: "
-            f"GET {url} gave HTTP {response.status_code} {response.text[:200]}"
-        )
-    served = response.headers.get("Docker-Content-Digest", "")
-    if served != digest:
-        raise Failure(
-            f"the registry {registry} serves {repository}:{tag} as {served or 'no digest'}, not {digest}."
-        )
-
-
-def registry_get(url: str, registry: str, headers: dict[str, str]) -> httpx.Response:
-    """GET from a registry, answering its auth challenge with the credentials of `docker login`."""
-    response = httpx.get(url, headers=headers, timeout=30)
-    challenge = response.headers.get("WWW-Authenticate", "")
-    if response.status_code != 401 or not challenge:
-        return response
-    credentials = load_config().resolve_authconfig(registry) or {}
-    login = (credentials["username"], credentials["password"]) if "password" in credentials else None
-    scheme, _, parameters = challenge.partition(" ")
-    if scheme.lower() == "basic" and login:
-        return httpx.get(url, headers=headers, auth=login, timeout=30)
-    if scheme.lower() == "bearer":
-        params = dict(re.findall(r'(\w+)="([^"]*)"', parameters))
-        granted = httpx.get(params.pop("realm", ""), params=params, auth=login, timeout=30)
-        if granted.status_code == 200:
-            token = granted.json().get("token") or granted.json().get("access_token", "")
-            return httpx.get(url, headers={**headers, "Authorization": f"Bearer {token}"}, timeout=30)
-    return response
+            f"the registry {registry} does not serve {name} after the push: {error.explanation or error}"
+        ) from None
+    if served != pushed:
+        raise Failure(f"the registry {registry} serves {name} as {served or 'no digest'}, not {pushed}.")
 
 
 def apt_mirror(sources_list: Path = SOURCES_LIST, sources_dir: Path = SOURCES_DIR) -> str | None:
