@@ -15,37 +15,48 @@ nox.options.sessions = ["lint", "tests", "image", "stack"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
-LOCK = "docker/requirements.lock"
-CHECKOV = "checkov==3.3.30"
+# Every package is pinned by hash: the image's (Airflow) and the tools' (requirements/dev.in).
+LOCKS = ("docker/requirements.lock", "requirements/dev.lock")
+CHECKOV_LOCK = "requirements/checkov.lock"
 
 
-def install_project(session: nox.Session, *extras: str) -> None:
-    """The project with Airflow pinned exactly as the image has it."""
-    spec = f".[{','.join(extras)}]" if extras else "."
-    session.install("-r", LOCK, "-e", spec)
+def install_project(session: nox.Session) -> None:
+    """The locked packages, then the project itself without resolving anything more."""
+    session.install("--require-hashes", *(f"--requirement={lock}" for lock in LOCKS))
+    session.install("--no-deps", "-e", ".")
 
 
 def install_checkov(session: nox.Session) -> None:
-    """checkov's pins clash with Airflow's, so it lives in a tool environment of its own."""
+    """checkov's pins clash with Airflow's: a venv of its own from its lock, and only its command on PATH."""
     tools = os.path.abspath(os.path.join(session.cache_dir, "tools"))
+    venv, command = os.path.join(tools, "checkov-venv"), os.path.join(tools, "bin", "checkov")
+    session.run("uv", "venv", "--quiet", "--allow-existing", "--python", PYTHON, venv, external=True)
     session.run(
         "uv",
-        "tool",
+        "pip",
         "install",
         "--quiet",
-        CHECKOV,
-        env={"UV_TOOL_DIR": tools, "UV_TOOL_BIN_DIR": os.path.join(tools, "bin")},
+        "--python",
+        venv,
+        "--require-hashes",
+        "-r",
+        CHECKOV_LOCK,
         external=True,
     )
+    os.makedirs(os.path.dirname(command), exist_ok=True)
+    if os.path.realpath(command) != os.path.join(venv, "bin", "checkov"):
+        if os.path.lexists(command):
+            os.remove(command)
+        os.symlink(os.path.join(venv, "bin", "checkov"), command)
     session.env["PATH"] = os.pathsep.join(
-        [os.path.join(tools, "bin"), session.env.get("PATH") or os.environ["PATH"]]
+        [os.path.dirname(command), session.env.get("PATH") or os.environ["PATH"]]
     )
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """The manifest gate, then ruff, mypy, yamllint, hadolint and shellcheck."""
-    install_project(session, "lint")
+    install_project(session)
     install_checkov(session)
     session.run("invoke", "lint")
     session.run("ruff", "check", ".")
@@ -59,7 +70,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit tests: every lint check against broken manifests, the DAG, deploy and smoke logic."""
-    install_project(session, "test")
+    install_project(session)
     install_checkov(session)
     session.run(
         "pytest",
@@ -74,14 +85,14 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def image(session: nox.Session) -> None:
     """Build the base and the Airflow image, then prove the image in real containers."""
-    install_project(session, "test")
+    install_project(session)
     session.run("pytest", "tests/image", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def stack(session: nox.Session) -> None:
     """Rehearse the manifests in Docker: PostgreSQL, migration, every component, then `invoke smoke`."""
-    install_project(session, "test")
+    install_project(session)
     session.run("pytest", "-s", "tests/stack", *session.posargs)
 
 
@@ -109,5 +120,5 @@ def e2e(session: nox.Session) -> None:
                 daemon_answers = False
             if not daemon_answers:
                 session.skip("e2e needs a running Docker daemon: start one, or set DOCKER_HOST")
-    install_project(session, "test")
+    install_project(session)
     session.run("pytest", "-s", "-rs", "tests/e2e", *session.posargs)
