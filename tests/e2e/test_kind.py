@@ -9,6 +9,7 @@ If this session created the kind cluster, it deletes it at the end.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import threading
@@ -67,10 +68,16 @@ def worker_pods(kube: kubeapi.Kube) -> list[dict[str, Any]]:
     return kubeapi.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
 
 
+@functools.cache
+def kind_overlay_kinds() -> frozenset[tuple[str, str]]:
+    """What the kind overlay renders: deploy and teardown list these cluster-scoped kinds too."""
+    return frozenset(deploying.kinds_of(manifests.render("kind", namespace=NAMESPACE)))
+
+
 def applied_state(kube: kubeapi.Kube) -> dict[kubeapi.Key, Any]:
     """What deploy decides about each object: controllers' status updates do not count."""
     state: dict[kubeapi.Key, Any] = {}
-    for key, obj in deploying.inventory(kube, NAMESPACE).items():
+    for key, obj in deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()).items():
         if deploying.owned(obj) or obj["kind"] == "Pod":
             continue
         metadata = obj["metadata"]
@@ -81,7 +88,7 @@ def applied_state(kube: kubeapi.Kube) -> dict[kubeapi.Key, Any]:
 
 
 def test_deploy_rolls_out_every_component(kube):
-    for key, obj in deploying.inventory(kube, NAMESPACE).items():
+    for key, obj in deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()).items():
         if obj["kind"] in WORKLOADS and not deploying.owned(obj):
             assert rollout.rollout_status(obj)[0] == "done", f"{key}: {rollout.rollout_status(obj)}"
 
@@ -179,6 +186,5 @@ def test_redeploy_changes_nothing(kube):
 def test_teardown_leaves_nothing(kube):
     invoke("teardown", "--purge", "--timeout", str(PHASE_TIMEOUT))
 
-    rendered_kinds = deploying.kinds_of(manifests.render("kind", namespace=NAMESPACE))
-    left = deploying.belonging(deploying.inventory(kube, NAMESPACE, rendered_kinds), NAMESPACE)
+    left = deploying.belonging(deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()), NAMESPACE)
     assert left == {}, f"left behind: {sorted(kubeapi.ref(obj) for obj in left.values())}"
