@@ -1,12 +1,14 @@
 """Deploy and teardown logic against an in-memory Kubernetes API.
 
-The Kubernetes API is mocked in this file because no cluster can run here: FakeCluster
-keeps objects in memory behind the slice of the dynamic client (resources.get, get, list,
-server_side_apply, create, delete) and CoreV1Api (read_namespaced_pod_log) that
-airflow_ha.deploy uses. Like the real API server it bumps resourceVersion only when an
+The Kubernetes API is faked in-process in this file because no cluster can run here:
+FakeCluster keeps objects in memory behind the slice of the dynamic client (resources.get,
+get, list, server_side_apply, create, delete) and CoreV1Api (read_namespaced_pod_log) that
+airflow_ha.kubeapi uses. Like the real API server it bumps resourceVersion only when an
 apply changes something, refuses a changed Job spec as immutable, needs the namespace
-before namespaced objects, and deletes dependants with their owner. Its controllers make
-a workload ready one poll after it was written, unless a test holds it back.
+before namespaced objects, and deletes dependants with their owner. Its RBAC can limit
+every request to one namespace, or deny one verb on one kind, answering 403 as the API
+server does. Its controllers make a workload ready one poll after it was written, unless
+a test holds it back.
 The manifests are the real ones, rendered by kustomize.
 """
 
