@@ -263,9 +263,7 @@ def push_image(reference: str, registry: str) -> str:
         try:
             for chunk in client.api.push(target, tag=tag, stream=True, decode=True):
                 if "error" in chunk:
-                    raise Failure(
-                        f"pushing {target}:{tag} to the registry {registry} failed: {chunk['error']}"
-                    )
+                    raise Failure(push_failure(target, tag, registry, chunk["error"]))
                 digest = chunk.get("aux", {}).get("Digest", digest)
                 if layer := chunk.get("id"):
                     if layer not in layers:
@@ -274,9 +272,7 @@ def push_image(reference: str, registry: str) -> str:
                     status = f"{layer} {chunk.get('status', '')} {chunk.get('progress', '')}"
                     progress.update(layers[layer], description=status.strip())
         except APIError as error:
-            raise Failure(
-                f"pushing {target}:{tag} to the registry {registry} failed: {error.explanation or error}"
-            ) from None
+            raise Failure(push_failure(target, tag, registry, str(error.explanation or error))) from None
     if not digest:
         raise Failure(
             f"pushing {target}:{tag} to the registry {registry} reported no digest: see the output above."
@@ -284,6 +280,16 @@ def push_image(reference: str, registry: str) -> str:
     require_served(client, registry, f"{target}:{tag}", digest)
     console.print(f"pushed {target}:{tag} ({digest}); the registry serves its manifest", style="green")
     return digest
+
+
+def push_failure(target: str, tag: str, registry: str, error: str) -> str:
+    # The daemon's first request of a push is GET /v2/: failing there, the registry is unreachable.
+    if re.match(r'Get "https?://[^"]+/v2/": ', error):
+        return (
+            f"cannot reach the registry {registry} ({error.strip()}). "
+            "Start the registry, or fix --registry HOST:PORT."
+        )
+    return f"pushing {target}:{tag} to the registry {registry} failed: {error.strip()}"
 
 
 def require_served(client: DockerClient, registry: str, name: str, pushed: str) -> None:
