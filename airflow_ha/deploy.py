@@ -364,8 +364,8 @@ def teardown(
             raise Failure(f"kind cluster {kind_cluster!r} still exists after `kind delete cluster`")
         console.print("  kept: the host folder .kind/airflow-logs (task logs); delete it by hand if unwanted")
         return []
-    kube = kubeapi.kube_clients(cluster.check_context(context, kind_cluster))
     rendered_kinds = kinds_of(manifests.render(overlay, namespace=namespace))
+    kube = kubeapi.kube_clients(cluster.check_context(context, kind_cluster))
     return remove(kube, namespace, rendered_kinds=rendered_kinds, purge=purge, timeout=timeout)
 
 
