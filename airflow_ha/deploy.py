@@ -14,7 +14,6 @@ parent lists, while deploy must never prune data or another namespace's objects.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from rich.table import Table
 
-from . import PART_OF, PART_OF_LABEL, checks, cluster, image, kubeapi, manifests, rollout
+from . import PART_OF, PART_OF_LABEL, checks, cluster, cluster_secrets, image, kubeapi, manifests, rollout
 from . import generated_secrets as generated
 from .console import Failure, console
 from .kubeapi import Key, Kube, api_message, condition, ref
@@ -139,10 +138,11 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     if not any(m.kind == "Namespace" and m.name == namespace for m in rendered):
         require_namespace(kube, namespace)
     before = inventory(kube, namespace, kinds_of(rendered))
+    kubeapi.require_rights(kube, planned_requests(rendered, before, namespace))
 
     with console.status("applying namespace, RBAC, config, storage and services"):
         actions = [(apply(kube, manifest, before), manifest.ref) for manifest in foundation]
-        report.secrets_created = ensure_secrets(kube, namespace)
+        report.secrets_created = cluster_secrets.ensure(kube, namespace)
     for action, ref_ in actions:
         report.add(action, ref_)
         if action != "unchanged":
@@ -150,7 +150,7 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     console.print(
         f"[green]✓[/] namespace, RBAC, config, storage and services: {len(foundation)} objects applied"
     )
-    print_secrets(report.secrets_created, kube.context, namespace)
+    cluster_secrets.print_created(report.secrets_created, kube.context, namespace)
 
     for phase, kind in WORKLOAD_PHASES:
         for manifest in (m for m in rendered if m.kind == kind):
@@ -170,6 +170,27 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     counts = ", ".join(f"{len(refs)} {action}" for action, refs in report.actions.items())
     console.print(f"[green]✓[/] server-side applied as field manager {FIELD_MANAGER!r}: {counts}")
     return report
+
+
+def planned_requests(
+    rendered: list[Manifest], before: dict[Key, dict[str, Any]], namespace: str
+) -> list[tuple[str, str, str, str | None, str]]:
+    """(verb, apiVersion, kind, namespace, name) of every write this deploy may make."""
+    requests: list[tuple[str, str, str, str | None, str]] = []
+    for manifest in rendered:
+        where = (manifest.obj["apiVersion"], manifest.kind, manifest.namespace, manifest.name)
+        requests.append(("patch", *where))
+        if kubeapi.key(manifest.obj) not in before:
+            requests.append(("create", *where))
+        elif manifest.kind == "Job":  # a Job is recreated when its spec changed
+            requests.extend([("delete", *where), ("create", *where)])
+    for name in generated.GENERATED_SECRETS:
+        requests.append(("get", "v1", "Secret", namespace, name))
+        if ("", "Secret", namespace, name) not in before:
+            requests.append(("create", "v1", "Secret", namespace, name))
+    for obj in stale_objects(rendered, before, namespace):
+        requests.append(("delete", obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"]))
+    return requests
 
 
 def kinds_of(rendered: Iterable[Manifest]) -> set[tuple[str, str]]:
@@ -254,66 +275,6 @@ def require_namespace(kube: Kube, namespace: str) -> None:
         )
 
 
-# secrets
-
-
-def ensure_secrets(kube: Kube, namespace: str) -> list[str]:
-    """Create the generated Secrets that are missing; never touch existing ones. Returns the names created."""
-    existing: dict[str, dict[str, str]] = {}
-    for name, keys in generated.GENERATED_SECRETS.items():
-        secret = kubeapi.read(
-            kube, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}}
-        )
-        if secret is None:
-            continue
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-        lacking = [k for k in keys if k not in data]
-        if lacking:
-            raise Failure(
-                f"Secret/{name} in namespace {namespace!r} lacks the keys {', '.join(lacking)}. Add them, or "
-                f"delete the Secret to generate a new one (a new value breaks what used the old one)"
-            )
-        existing[name] = data
-    created = []
-    for name, values in generated.generate_missing(existing).items():
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {
-                    "app.kubernetes.io/name": "airflow",
-                    "app.kubernetes.io/component": "secrets",
-                    PART_OF_LABEL: PART_OF,
-                },
-            },
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
-        }
-        try:
-            kubeapi.create(kube, body)
-        except ApiException as error:
-            raise Failure(
-                f"cannot create Secret/{name} in namespace {namespace!r}: {api_message(error)}"
-            ) from None
-        created.append(name)
-    return created
-
-
-def print_secrets(created: list[str], context: str, namespace: str) -> None:
-    if created:
-        console.print(f"[green]✓[/] generated Secrets {', '.join(created)} (values are never printed)")
-    else:
-        console.print("[green]✓[/] generated Secrets exist; kept as they are")
-    console.print(
-        "  admin password: "
-        f"kubectl --context {context} -n {namespace} get secret {generated.ADMIN_SECRET} "
-        "-o jsonpath='{.data.password}' | base64 -d",
-        soft_wrap=True,
-    )
-
-
 # prune and teardown
 
 
@@ -321,8 +282,17 @@ def prune(
     kube: Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]], namespace: str
 ) -> list[str]:
     """Delete labelled objects in the namespace that the manifests no longer describe."""
+    stale = stale_objects(rendered, before, namespace)
+    for obj in stale:
+        kubeapi.delete(kube, obj)
+    return [ref(obj) for obj in stale]
+
+
+def stale_objects(
+    rendered: list[Manifest], before: dict[Key, dict[str, Any]], namespace: str
+) -> list[dict[str, Any]]:
     wanted = {kubeapi.key(m.obj) for m in rendered}
-    stale = [
+    return [
         obj
         for k, obj in before.items()
         if k not in wanted
@@ -331,9 +301,6 @@ def prune(
         and not owned(obj)
         and not generated_secret(obj)
     ]
-    for obj in stale:
-        kubeapi.delete(kube, obj)
-    return [ref(obj) for obj in stale]
 
 
 def teardown(

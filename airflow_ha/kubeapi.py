@@ -8,12 +8,13 @@ namespace and the RBAC right that is missing (see ``forbidden``), never a traceb
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from .cluster import kubeconfig
 from .console import Failure
@@ -74,12 +75,8 @@ def forbidden(
     forbidden: cannot VERB WHAT in namespace 'NS' (kube context 'CTX'): it lacks the RBAC right
     "VERB RESOURCE[.GROUP]" in namespace 'NS'
     """
-    plural = getattr(resource, "name", None) or f"{resource.kind.lower()}s"
-    if subresource:
-        plural = f"{plural}/{subresource}"
-    group = getattr(resource, "group", "") or ""
-    right = f"{verb} {plural}{'.' + group if group else ''}"
-    what = f"{resource.kind}/{name}" if name else plural
+    right = rbac_right(verb, resource, subresource)
+    what = f"{resource.kind}/{name}" if name else _plural(resource)
     if namespace:
         where = scope = f"in namespace {namespace!r}"
     else:
@@ -88,6 +85,17 @@ def forbidden(
         f"forbidden: cannot {verb} {what} {where} (kube context {kube.context!r}): "
         f'it lacks the RBAC right "{right}" {scope}'
     )
+
+
+def rbac_right(verb: str, resource: Any, subresource: str = "") -> str:
+    """A right as RBAC rules spell it: "VERB RESOURCE[/SUBRESOURCE][.GROUP]"."""
+    group = getattr(resource, "group", "") or ""
+    plural = f"{_plural(resource)}/{subresource}" if subresource else _plural(resource)
+    return f"{verb} {plural}{'.' + group if group else ''}"
+
+
+def _plural(resource: Any) -> str:
+    return getattr(resource, "name", None) or f"{resource.kind.lower()}s"
 
 
 @contextmanager
@@ -101,6 +109,46 @@ def refused_as_failure(
         if error.status == 403:
             raise Forbidden(forbidden(kube, verb, resource, namespace, name, subresource)) from None
         raise
+
+
+def require_rights(kube: Kube, requests: Iterable[tuple[str, str, str, str | None, str]]) -> None:
+    """Ask the API server, with SelfSubjectAccessReview, whether each request would be allowed,
+    before anything is written: a missing right then stops a deploy before it is half-applied.
+
+    ``requests`` are (verb, apiVersion, kind, namespace, name). Raises Forbidden naming the
+    first refused request, and the other missing rights, on one line. An API server that
+    does not serve SelfSubjectAccessReview is not asked; each call then reports its own 403.
+    """
+    try:
+        review = resource_of(kube, "authorization.k8s.io/v1", "SelfSubjectAccessReview")
+    except ResourceNotFoundError:
+        return
+    refused: dict[str, str] = {}  # right -> the forbidden() line of its first refusal
+    asked: set[tuple[str, str, str | None]] = set()
+    for verb, api_version, kind, namespace, name in requests:
+        try:
+            resource = resource_of(kube, api_version, kind)
+        except ResourceNotFoundError:
+            continue  # the apply names a kind the cluster does not serve
+        namespace = namespace if resource.namespaced else None
+        if (verb, kind, namespace) in asked:
+            continue
+        asked.add((verb, kind, namespace))
+        attributes = {"verb": verb, "group": resource.group or "", "resource": resource.name, "name": name}
+        if namespace:
+            attributes["namespace"] = namespace
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        answer = as_dict(review.create(body=body, _request_timeout=REQUEST_TIMEOUT))
+        if not (answer.get("status") or {}).get("allowed"):
+            refused.setdefault(rbac_right(verb, resource), forbidden(kube, verb, resource, namespace, name))
+    if refused:
+        first, *others = refused.values()
+        also = "; also missing: " + ", ".join(f'"{right}"' for right in list(refused)[1:]) if others else ""
+        raise Forbidden(f"{first}{also}")
 
 
 # objects

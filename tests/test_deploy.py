@@ -32,7 +32,14 @@ from airflow_ha.console import Failure
 
 NAMESPACE = "airflow"
 IMAGE = "airflow-ha:3.3.2-test"
-CLUSTER_SCOPED = {"Namespace", "PersistentVolume", "ClusterRole", "ClusterRoleBinding", "StorageClass"}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "StorageClass",
+    "SelfSubjectAccessReview",
+}
 WORKLOADS = {"Deployment", "StatefulSet", "Job"}
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 CONFIG_CHECKSUM = "checksum/airflow-config"
@@ -87,6 +94,7 @@ class FakeCluster:
         self.only_namespace: str | None = None
         self.denied: set[tuple[str, str]] = set()  # ...and never these (verb, kind)
         self.requests: list[tuple[str, str, str]] = []  # (verb, kind, namespace or "") as authorized
+        self.reviews = True  # whether it answers SelfSubjectAccessReview
 
     # the dynamic client surface
 
@@ -95,9 +103,15 @@ class FakeCluster:
         return self
 
     def get(self, api_version: str, kind: str) -> FakeResource:  # resources.get(api_version=, kind=)
-        if kind == "HorizontalPodAutoscaler":
+        if kind == "HorizontalPodAutoscaler" or (kind == "SelfSubjectAccessReview" and not self.reviews):
             raise ResourceNotFoundError(f"No matches found for {kind}")  # as on a cluster that lacks a kind
         return FakeResource(self, api_version, kind)
+
+    def allowed(self, verb: str, resource: str, namespace: str) -> bool:
+        """The fake's RBAC, by resource plural, as a SelfSubjectAccessReview asks."""
+        if self.only_namespace is not None and namespace != self.only_namespace:
+            return False
+        return not any(verb == v and resource == plural(kind) for v, kind in self.denied)
 
     def read_namespaced_pod_log(self, name: str, namespace: str, previous: bool = False, **_: Any) -> str:
         if (name, previous) not in self.pod_logs:
@@ -131,8 +145,7 @@ class FakeCluster:
         """A 403 as the API server sends it when RBAC does not allow the request."""
         scope = (namespace or "") if resource.namespaced else ""
         self.requests.append((verb, resource.kind, scope))
-        limited = self.only_namespace is not None and scope != self.only_namespace
-        if limited or (verb, resource.kind) in self.denied:
+        if not self.allowed(verb, resource.name, scope):
             where = f' in the namespace "{scope}"' if scope else " at the cluster scope"
             raise api_error(
                 403,
@@ -260,6 +273,10 @@ class FakeResource:
         return FakeInstance(self.fake.put(stored))
 
     def create(self, body: dict[str, Any], namespace: str | None = None, **_: Any) -> FakeInstance:
+        if self.kind == "SelfSubjectAccessReview":  # allowed to everyone, and writes nothing
+            asked = body["spec"]["resourceAttributes"]
+            allowed = self.fake.allowed(asked["verb"], asked["resource"], asked.get("namespace", ""))
+            return FakeInstance({**body, "status": {"allowed": allowed}})
         self.fake.authorize("create", self, namespace)
         key = self._key(body["metadata"]["name"], namespace)
         if key in self.fake.objects:
@@ -900,8 +917,9 @@ def test_a_cluster_scoped_kind_without_the_right_is_one_line_and_nothing_is_appl
          '\'team-a\''),
     ],
 )  # fmt: skip
-def test_a_missing_right_in_the_namespace_is_one_line(fake, denied, message):
-    """The fake's RBAC denies one verb on one kind inside team-a."""
+def test_a_missing_right_in_the_namespace_is_one_line_and_nothing_is_applied(fake, denied, message):
+    """The fake's RBAC denies one verb on one kind inside team-a; SelfSubjectAccessReview tells
+    deploy so before its first write."""
     fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
     fake.only_namespace = "team-a"
     fake.denied.add(denied)
@@ -911,6 +929,40 @@ def test_a_missing_right_in_the_namespace_is_one_line(fake, denied, message):
         deploying.install(fake.kube("okteto"), okteto, namespace="team-a", timeout=30)
 
     assert str(failed.value) == f"forbidden: {message}"
+    assert fake.writes() == []
+
+
+def test_every_missing_right_is_named_on_the_one_line(fake):
+    fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    fake.only_namespace = "team-a"
+    fake.denied |= {("create", "Secret"), ("patch", "NetworkPolicy"), ("create", "NetworkPolicy")}
+    okteto = manifests.render("okteto", namespace="team-a", image=IMAGE)
+
+    with pytest.raises(Failure) as failed:
+        deploying.install(fake.kube("okteto"), okteto, namespace="team-a", timeout=30)
+
+    message = str(failed.value)
+    assert message.startswith("forbidden: cannot patch NetworkPolicy/")
+    assert message.endswith('; also missing: "create networkpolicies.networking.k8s.io", "create secrets"')
+    assert "\n" not in message
+    assert fake.writes() == []
+
+
+def test_without_access_reviews_the_refused_call_itself_is_one_line(fake):
+    """An API server that does not serve SelfSubjectAccessReview: the 403 of the apply is the error."""
+    fake.reviews = False
+    fake.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+    fake.only_namespace = "team-a"
+    fake.denied.add(("patch", "Deployment"))
+    okteto = manifests.render("okteto", namespace="team-a", image=IMAGE)
+
+    with pytest.raises(Failure) as failed:
+        deploying.install(fake.kube("okteto"), okteto, namespace="team-a", timeout=30)
+
+    assert str(failed.value) == (
+        "forbidden: cannot patch Deployment/airflow-api-server in namespace 'team-a' (kube context "
+        "'okteto'): it lacks the RBAC right \"patch deployments.apps\" in namespace 'team-a'"
+    )
 
 
 # the context-safety rule and the order of deploy's steps
