@@ -1,8 +1,8 @@
 """Build, lint, deploy and smoke-test highly available Airflow 3 on Kubernetes.
 
 tasks.py parses arguments; each module here owns one responsibility:
-image, manifests, checks, generated_secrets, cluster, kubeapi, rollout, deploy, worker_pods,
-port_forward and smoke.
+image, manifests, checks, generated_secrets, cluster, kubeapi, rollout, cluster_secrets, deploy,
+worker_pods, port_forward and smoke.
 """
 
 from pathlib import Path
