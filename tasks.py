@@ -101,7 +101,7 @@ def push(c: Context, registry: str = "", tag: str = "") -> None:
 
 @task(help={"context": CONTEXT_HELP})
 def doctor(c: Context, context: str = "") -> None:
-    """Check docker, kind, kubectl and the Python dependencies, and say how to install what is missing."""
+    """Check Docker and Python packages; provision kind, kubectl and checkov; show each version and source."""
     with exit_on_failure():
         clusters.preflight(context=context or c.config.context or None, kind_cluster=c.config.kind.cluster)
 
@@ -181,7 +181,8 @@ def smoke(
     help={
         "context": CONTEXT_HELP,
         "namespace": "Namespace to clear. Default: namespace in invoke.yaml.",
-        "purge": "Also delete the database and logs volumes and the generated secrets.",
+        "purge": "Also delete the database and logs volumes and the generated secrets; "
+        "with --cluster, the host's logs folder too.",
         "cluster": "Also delete the kind cluster.",
         "timeout": "Seconds to wait for objects to go. Default: deploy.timeout in invoke.yaml.",
     }
@@ -203,6 +204,7 @@ def teardown(
             purge=purge,
             delete_cluster=cluster,
             timeout=timeout or c.config.deploy.timeout,
+            kind_config=c.config.kind.config,
         )
 
 
