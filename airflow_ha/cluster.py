@@ -98,7 +98,9 @@ def _contexts_in(config_file: str | Path | None) -> tuple[list[str], str | None]
     if config_file is not None and not Path(config_file).is_file():
         return [], None
     try:
-        contexts, current = config.list_kube_config_contexts(config_file=config_file)
+        contexts, current = config.list_kube_config_contexts(
+            config_file=str(config_file) if config_file else None
+        )
     except (config.ConfigException, OSError):
         return [], None
     return [c["name"] for c in contexts], (current or {}).get("name")
