@@ -1,4 +1,4 @@
-"""Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` needs kind.
+"""Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` runs on kind.
 
 The image, stack and e2e sessions need a Docker daemon; .ci/run installs and starts one.
 """
@@ -6,7 +6,6 @@ The image, stack and e2e sessions need a Docker daemon; .ci/run installs and sta
 from __future__ import annotations
 
 import os
-import shutil
 
 import nox
 
@@ -16,7 +15,6 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 LOCK = "docker/requirements.lock"
-CHECKOV = "checkov==3.3.30"
 
 
 def install_project(session: nox.Session, *extras: str) -> None:
@@ -25,21 +23,20 @@ def install_project(session: nox.Session, *extras: str) -> None:
     session.install("-r", LOCK, "-e", spec)
 
 
+# Where airflow_ha.tools provisions kind and kubectl, and checkov's tool environment.
+TOOL_FOLDERS = (".cache/bin", ".cache/tools/checkov/bin")
+
+
+def provision(session: nox.Session, *names: str) -> None:
+    """kind, kubectl and checkov as `invoke deploy` gets them, pinned and verified, under .cache/."""
+    session.run("python", "-m", "airflow_ha.tools", "provision", *names)
+    folders = [os.path.abspath(folder) for folder in TOOL_FOLDERS]
+    session.env["PATH"] = os.pathsep.join([*folders, session.env.get("PATH") or os.environ["PATH"]])
+
+
 def install_checkov(session: nox.Session) -> None:
     """checkov's pins clash with Airflow's, so it lives in a tool environment of its own."""
-    tools = os.path.abspath(os.path.join(session.cache_dir, "tools"))
-    session.run(
-        "uv",
-        "tool",
-        "install",
-        "--quiet",
-        CHECKOV,
-        env={"UV_TOOL_DIR": tools, "UV_TOOL_BIN_DIR": os.path.join(tools, "bin")},
-        external=True,
-    )
-    session.env["PATH"] = os.pathsep.join(
-        [os.path.join(tools, "bin"), session.env.get("PATH") or os.environ["PATH"]]
-    )
+    provision(session, "checkov")
 
 
 @nox.session(python=PYTHON)
@@ -89,25 +86,20 @@ def stack(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """The real thing on kind: deploy, smoke, HA drill, redeploy, teardown.
 
-    Skips naming the first missing piece, and how to get it, before installing anything.
+    Provisions kind, kubectl and checkov as `invoke deploy` does; skips only when no Docker
+    daemon answers, which the project cannot provide, and says so.
     """
     import subprocess
 
-    needs = {
-        "docker": "the docker CLI: install Docker Engine, https://docs.docker.com/engine/install/",
-        "kind": "kind: install it, https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
-        "kubectl": "kubectl: install it, https://kubernetes.io/docs/tasks/tools/#kubectl",
-    }
-    for tool, need in needs.items():
-        if shutil.which(tool) is None:
-            session.skip(f"e2e needs {need} (`{tool}` is not on PATH)")
-        if tool == "docker":
-            try:
-                info = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
-                daemon_answers = info.returncode == 0
-            except subprocess.TimeoutExpired:
-                daemon_answers = False
-            if not daemon_answers:
-                session.skip("e2e needs a running Docker daemon: start one, or set DOCKER_HOST")
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+        daemon_answers = info.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        daemon_answers = False
+    if not daemon_answers:
+        session.skip(
+            "e2e needs a running Docker daemon (`docker info` failed): start one, or set DOCKER_HOST"
+        )
     install_project(session, "test")
+    provision(session, "kind", "kubectl", "checkov")
     session.run("pytest", "-s", "-rs", "tests/e2e", *session.posargs)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from airflow_ha import REPO_ROOT, cluster, smoke
+from airflow_ha import REPO_ROOT, cluster, manifests, smoke
 from airflow_ha import deploy as deploying
 from airflow_ha.console import Failure
 
@@ -63,6 +63,23 @@ def api(kube: cluster.Kube) -> Iterator[smoke.AirflowAPI]:
         yield client
 
 
+def expected_objects() -> set[deploying.Key]:
+    """What deploy applies to the kind cluster, from the manifests themselves."""
+    return {deploying.key(m.obj) for m in manifests.render("kind", namespace=NAMESPACE)}
+
+
+def deployed_inventory(kube: cluster.Kube) -> dict[deploying.Key, dict[str, Any]]:
+    """The labelled objects in the namespace; fails when any rendered object is not among them.
+
+    A listing that sees nothing (a wrong namespace, label or context) would make every check
+    over it pass; this makes it fail instead.
+    """
+    found = deploying.inventory(kube, NAMESPACE)
+    missing = expected_objects() - set(found)
+    assert not missing, f"not in the cluster's inventory: {sorted(missing)}"
+    return found
+
+
 def worker_pods(kube: cluster.Kube) -> list[dict[str, Any]]:
     return deploying.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
 
@@ -70,7 +87,7 @@ def worker_pods(kube: cluster.Kube) -> list[dict[str, Any]]:
 def applied_state(kube: cluster.Kube) -> dict[deploying.Key, Any]:
     """What deploy decides about each object: controllers' status updates do not count."""
     state: dict[deploying.Key, Any] = {}
-    for key, obj in deploying.inventory(kube, NAMESPACE).items():
+    for key, obj in deployed_inventory(kube).items():
         if deploying.owned(obj) or obj["kind"] == "Pod":
             continue
         metadata = obj["metadata"]
@@ -81,9 +98,12 @@ def applied_state(kube: cluster.Kube) -> dict[deploying.Key, Any]:
 
 
 def test_deploy_rolls_out_every_component(kube):
-    for key, obj in deploying.inventory(kube, NAMESPACE).items():
-        if obj["kind"] in WORKLOADS and not deploying.owned(obj):
-            assert deploying.rollout_status(obj)[0] == "done", f"{key}: {deploying.rollout_status(obj)}"
+    workloads = {
+        k: o for k, o in deployed_inventory(kube).items() if o["kind"] in WORKLOADS and not deploying.owned(o)
+    }
+    assert {k for k in expected_objects() if k[1] in WORKLOADS} <= set(workloads)
+    for key, obj in workloads.items():
+        assert deploying.rollout_status(obj)[0] == "done", f"{key}: {deploying.rollout_status(obj)}"
 
 
 def test_smoke(kube):
@@ -171,6 +191,8 @@ def test_redeploy_changes_nothing(kube):
 
 
 def test_teardown_leaves_nothing(kube):
+    deployed_inventory(kube)  # an empty listing before would prove nothing after
+
     invoke("teardown", "--purge", "--timeout", str(PHASE_TIMEOUT))
 
     left = deploying.belonging(deploying.inventory(kube, NAMESPACE), NAMESPACE)
