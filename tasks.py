@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from invoke import Collection, Context, Exit, task
 
-from airflow_ha import checks, image
+from airflow_ha import checks, image, tools
 from airflow_ha import cluster as clusters
 from airflow_ha import deploy as deploying
 from airflow_ha import smoke as smoking
@@ -43,6 +43,7 @@ def image_reference(c: Context, tag: str) -> str:
 def lint(c: Context, overlay: str = "") -> None:
     """Check the manifests before anything touches a cluster: exits non-zero on any problem."""
     with exit_on_failure():
+        tools.put_on_path(tools.kubectl(), tools.checkov())  # kustomize renders, checkov scans
         checks.lint(
             overlays=[overlay] if overlay else None,
             kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
