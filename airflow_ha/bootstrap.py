@@ -23,6 +23,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_ENV = ROOT / ".cache" / "bootstrap"
@@ -172,7 +173,7 @@ def python_of(env: Path) -> Path:
     return bin_dir(env) / ("python.exe" if os.name == "nt" else "python")
 
 
-def version(info: Sequence[int]) -> str:
+def version(info: Sequence[Any]) -> str:
     return f"{info[0]}.{info[1]}"
 
 

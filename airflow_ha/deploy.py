@@ -309,7 +309,7 @@ def print_secrets(created: list[str], context: str, namespace: str) -> None:
         console.print("[green]✓[/] generated Secrets exist; kept as they are")
     console.print(
         "  admin password: "
-        f"kubectl --context {context} -n {namespace} get secret {generated.ADMIN_SECRET} "
+        f"kubectl {cluster.kubectl_flags(context)} -n {namespace} get secret {generated.ADMIN_SECRET} "
         "-o jsonpath='{.data.password}' | base64 -d",
         soft_wrap=True,
     )
