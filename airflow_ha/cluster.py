@@ -192,9 +192,11 @@ def _tool_check(name: str, find: Any, *, required: bool) -> Check:
     try:
         tool: tools.Tool = find(provision=required)
     except Failure as failure:
-        return Check(name, None, str(failure), required=required, problem="missing")
+        return Check(name, None, str(failure), required=required, problem="missing", note="see below")
     tools.put_on_path(tool)
     check = Check(name, tool.version or "found", "", required=required, source=tool.source)
+    if name == "kubectl" and tool.version and _minor_skew(tool.version, tools.KUBECTL.version) > 1:
+        check.note = f"[yellow]more than one minor version from the nodes' {tools.KUBECTL.version}[/]"
     if name == "kind" and tool.version:
         release = tools.required_kind_release()
         if tools.older(tool.version, release):
@@ -207,6 +209,14 @@ def _tool_check(name: str, find: Any, *, required: bool) -> Check:
         else:
             check.note = f"node image from kind {release}"
     return check
+
+
+def _minor_skew(found: str, wanted: str) -> int:
+    """How many minor versions apart two Kubernetes versions are; kubectl supports one."""
+    found_minor, wanted_minor = (re.match(r"v?\d+\.(\d+)", version) for version in (found, wanted))
+    if not (found_minor and wanted_minor):
+        return 0
+    return abs(int(found_minor.group(1)) - int(wanted_minor.group(1)))
 
 
 def docker_memory_check(info: dict[str, Any], budget_file: Path) -> Check:
