@@ -23,14 +23,12 @@ def install_project(session: nox.Session, *extras: str) -> None:
     session.install("-r", LOCK, "-e", spec)
 
 
-# Where airflow_ha.tools provisions kind and kubectl, and checkov's tool environment.
-TOOL_FOLDERS = (".cache/bin", ".cache/tools/checkov/bin")
-
-
 def provision(session: nox.Session, *names: str) -> None:
-    """kind, kubectl and checkov as `invoke deploy` gets them, pinned and verified, under .cache/."""
-    session.run("python", "-m", "airflow_ha.tools", "provision", *names)
-    folders = [os.path.abspath(folder) for folder in TOOL_FOLDERS]
+    """kind, kubectl and checkov as `invoke deploy` gets them, pinned and verified; put on PATH."""
+    output = session.run("python", "-m", "airflow_ha.tools", "provision", *names, silent=True)
+    # It prints each tool's folder after its progress lines; those on PATH already are there.
+    cache = os.path.abspath(".cache") + os.sep
+    folders = [line for line in str(output).splitlines() if line.startswith(cache) and os.path.isdir(line)]
     session.env["PATH"] = os.pathsep.join([*folders, session.env.get("PATH") or os.environ["PATH"]])
 
 

@@ -9,8 +9,8 @@ verified, into folders of its own:
   environment of its own under ``.cache/tools`` (its pins clash with Airflow's).
 
 A tool already in ``.cache`` wins, then one on PATH (kind only when it is new enough for the
-node image), then a download. ``python -m airflow_ha.tools provision NAME...`` provisions
-into ``.cache`` whatever is on PATH, and prints the folders to put on PATH.
+node image), then a download. ``python -m airflow_ha.tools provision NAME...`` does the same
+for nox sessions (checkov always from its lock) and prints the folders to put on PATH.
 """
 
 from __future__ import annotations
@@ -346,21 +346,20 @@ def relative(path: Path) -> str:
 
 
 def provision(names: list[str]) -> list[Tool]:
-    """Provision each named tool into .cache, whatever PATH holds (nox sessions use this)."""
-    tools = []
+    """The named tools as `invoke deploy` finds or fetches them; checkov always from its lock.
+
+    nox sessions use this: the lint gate's findings depend on checkov's version, so the
+    sessions never take whichever checkov PATH happens to hold.
+    """
+    found = []
     for name in names:
         if name == "checkov":
-            tools.append(cached_checkov() or install_checkov())
+            found.append(cached_checkov() or install_checkov())
         elif name in BINARIES:
-            binary = BINARIES[name]
-            cached = bin_dir() / name
-            if cached.is_file() and sha256_of(cached) == binary.sha256.get(host_platform()):
-                tools.append(Tool(name, cached, binary.version, relative(cached)))
-            else:
-                tools.append(Tool(name, download(binary), binary.version, "downloaded"))
+            found.append(_binary(BINARIES[name], provision=True))
         else:
             raise Failure(f"unknown tool {name!r}: the project provisions checkov, {', '.join(BINARIES)}")
-    return tools
+    return found
 
 
 def main(argv: list[str]) -> int:

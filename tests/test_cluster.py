@@ -500,3 +500,28 @@ def test_the_api_server_reaches_the_triggerers_log_server_and_nobody_else_does()
         {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/component": "database"},
         5432,
     )
+
+
+def test_e2e_skips_only_without_a_docker_daemon(tmp_path, monkeypatch):
+    from tests.e2e import conftest as e2e
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI, so no daemon answers
+
+    verdict = e2e.blocker()
+
+    assert verdict == ("skip", "the e2e tests need a running Docker daemon (`docker info` failed): start one")
+
+
+def test_e2e_fails_naming_what_it_could_not_provision(tools_without_kind, kubeconfig):
+    from tests.e2e import conftest as e2e
+
+    if not e2e.docker_daemon_answers():
+        pytest.skip("no Docker daemon here")
+
+    verdict = e2e.blocker()
+
+    assert verdict is not None and verdict[0] == "fail"
+    assert (
+        "kind missing: kind v0.33.0 is not installed and the download failed: tried http://127.0.0.1:"
+        in (verdict[1])
+    )

@@ -26,11 +26,21 @@ def docker_daemon_answers() -> bool:
         return False
 
 
-@pytest.fixture(scope="session", autouse=True)
-def kind_tools() -> None:
+def blocker() -> tuple[str, str] | None:
+    """("skip" or "fail", why) when the e2e tests cannot run here; None when they can."""
     if not docker_daemon_answers():
-        pytest.skip("the e2e tests need a running Docker daemon (`docker info` failed): start one")
+        return "skip", "the e2e tests need a running Docker daemon (`docker info` failed): start one"
     try:
         cluster.preflight(None, KIND_CLUSTER, quiet=True)
     except Failure as missing:
-        pytest.fail(f"preflight failed, as `invoke deploy` would:\n{missing}", pytrace=False)
+        return "fail", f"preflight failed, as `invoke deploy` would:\n{missing}"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kind_tools() -> None:
+    verdict = blocker()
+    if verdict and verdict[0] == "skip":
+        pytest.skip(verdict[1])
+    if verdict:
+        pytest.fail(verdict[1], pytrace=False)
