@@ -1,4 +1,4 @@
-"""Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` needs kind.
+"""Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` runs on kind.
 
 The image, stack and e2e sessions need a Docker daemon; .ci/run installs and starts one.
 """
@@ -6,7 +6,6 @@ The image, stack and e2e sessions need a Docker daemon; .ci/run installs and sta
 from __future__ import annotations
 
 import os
-import shutil
 
 import nox
 
@@ -17,7 +16,6 @@ nox.options.reuse_existing_virtualenvs = True
 PYTHON = "3.11"
 # Every package is pinned by hash: the image's (Airflow) and the tools' (requirements/dev.in).
 LOCKS = ("docker/requirements.lock", "requirements/dev.lock")
-CHECKOV_LOCK = "requirements/checkov.lock"
 
 
 def install_project(session: nox.Session) -> None:
@@ -26,31 +24,18 @@ def install_project(session: nox.Session) -> None:
     session.install("--no-deps", "-e", ".")
 
 
+def provision(session: nox.Session, *names: str) -> None:
+    """kind, kubectl and checkov as `invoke deploy` gets them, pinned and verified; put on PATH."""
+    output = session.run("python", "-m", "airflow_ha.tools", "provision", *names, silent=True)
+    # It prints each tool's folder after its progress lines; those on PATH already are there.
+    cache = os.path.abspath(".cache") + os.sep
+    folders = [line for line in str(output).splitlines() if line.startswith(cache) and os.path.isdir(line)]
+    session.env["PATH"] = os.pathsep.join([*folders, session.env.get("PATH") or os.environ["PATH"]])
+
+
 def install_checkov(session: nox.Session) -> None:
-    """checkov's pins clash with Airflow's: a venv of its own from its lock, and only its command on PATH."""
-    tools = os.path.abspath(os.path.join(session.cache_dir, "tools"))
-    venv, command = os.path.join(tools, "checkov-venv"), os.path.join(tools, "bin", "checkov")
-    session.run("uv", "venv", "--quiet", "--allow-existing", "--python", PYTHON, venv, external=True)
-    session.run(
-        "uv",
-        "pip",
-        "install",
-        "--quiet",
-        "--python",
-        venv,
-        "--require-hashes",
-        "-r",
-        CHECKOV_LOCK,
-        external=True,
-    )
-    os.makedirs(os.path.dirname(command), exist_ok=True)
-    if os.path.realpath(command) != os.path.join(venv, "bin", "checkov"):
-        if os.path.lexists(command):
-            os.remove(command)
-        os.symlink(os.path.join(venv, "bin", "checkov"), command)
-    session.env["PATH"] = os.pathsep.join(
-        [os.path.dirname(command), session.env.get("PATH") or os.environ["PATH"]]
-    )
+    """checkov's pins clash with Airflow's, so it lives in a tool environment of its own."""
+    provision(session, "checkov")
 
 
 @nox.session(python=PYTHON)
@@ -100,25 +85,20 @@ def stack(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """The real thing on kind: deploy, smoke, HA drill, redeploy, teardown.
 
-    Skips naming the first missing piece, and how to get it, before installing anything.
+    Provisions kind, kubectl and checkov as `invoke deploy` does; skips only when no Docker
+    daemon answers, which the project cannot provide, and says so.
     """
     import subprocess
 
-    needs = {
-        "docker": "the docker CLI: install Docker Engine, https://docs.docker.com/engine/install/",
-        "kind": "kind: install it, https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
-        "kubectl": "kubectl: install it, https://kubernetes.io/docs/tasks/tools/#kubectl",
-    }
-    for tool, need in needs.items():
-        if shutil.which(tool) is None:
-            session.skip(f"e2e needs {need} (`{tool}` is not on PATH)")
-        if tool == "docker":
-            try:
-                info = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
-                daemon_answers = info.returncode == 0
-            except subprocess.TimeoutExpired:
-                daemon_answers = False
-            if not daemon_answers:
-                session.skip("e2e needs a running Docker daemon: start one, or set DOCKER_HOST")
+    try:
+        info = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False)
+        daemon_answers = info.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        daemon_answers = False
+    if not daemon_answers:
+        session.skip(
+            "e2e needs a running Docker daemon (`docker info` failed): start one, or set DOCKER_HOST"
+        )
     install_project(session)
+    provision(session, "kind", "kubectl", "checkov")
     session.run("pytest", "-s", "-rs", "tests/e2e", *session.posargs)

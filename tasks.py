@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from invoke import Collection, Context, Exit, task
 
-from airflow_ha import checks, image
+from airflow_ha import checks, image, tools
 from airflow_ha import cluster as clusters
 from airflow_ha import deploy as deploying
 from airflow_ha import smoke as smoking
@@ -43,6 +43,7 @@ def image_reference(c: Context, tag: str) -> str:
 def lint(c: Context, overlay: str = "") -> None:
     """Check the manifests before anything touches a cluster: exits non-zero on any problem."""
     with exit_on_failure():
+        tools.put_on_path(tools.kubectl(), tools.checkov())  # kustomize renders, checkov scans
         checks.lint(
             overlays=[overlay] if overlay else None,
             kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
@@ -101,7 +102,7 @@ def push(c: Context, registry: str = "", tag: str = "") -> None:
 
 @task(help={"context": CONTEXT_HELP})
 def doctor(c: Context, context: str = "") -> None:
-    """Check docker, kind, kubectl and the Python dependencies, and say how to install what is missing."""
+    """Check Docker and Python packages; provision kind, kubectl and checkov; show each version and source."""
     with exit_on_failure():
         clusters.preflight(context=context or c.config.context or None, kind_cluster=c.config.kind.cluster)
 
@@ -183,7 +184,8 @@ def smoke(
         "overlay": "Overlay that was deployed: only the cluster-scoped kinds it renders are touched. "
         "Default: overlay in invoke.yaml.",
         "namespace": "Namespace to clear. Default: namespace in invoke.yaml.",
-        "purge": "Also delete the database and logs volumes and the generated secrets.",
+        "purge": "Also delete the database and logs volumes and the generated secrets; "
+        "with --cluster, the host's logs folder too.",
         "cluster": "Also delete the kind cluster.",
         "timeout": "Seconds to wait for objects to go. Default: deploy.timeout in invoke.yaml.",
     }
@@ -207,6 +209,7 @@ def teardown(
             purge=purge,
             delete_cluster=cluster,
             timeout=timeout or c.config.deploy.timeout,
+            kind_config=c.config.kind.config,
         )
 
 

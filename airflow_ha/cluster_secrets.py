@@ -10,7 +10,7 @@ import base64
 
 from kubernetes.client.exceptions import ApiException
 
-from . import PART_OF, PART_OF_LABEL, kubeapi
+from . import PART_OF, PART_OF_LABEL, cluster, kubeapi
 from . import generated_secrets as generated
 from .console import Failure, console
 from .kubeapi import Kube, api_message
@@ -67,7 +67,7 @@ def print_created(created: list[str], context: str, namespace: str) -> None:
         console.print("[green]✓[/] generated Secrets exist; kept as they are")
     console.print(
         "  admin password: "
-        f"kubectl --context {context} -n {namespace} get secret {generated.ADMIN_SECRET} "
+        f"kubectl {cluster.kubectl_flags(context)} -n {namespace} get secret {generated.ADMIN_SECRET} "
         "-o jsonpath='{.data.password}' | base64 -d",
         soft_wrap=True,
     )

@@ -115,7 +115,7 @@ def deploy(
         image.push_image(reference=reference, registry=registry)
         reference = f"{registry}/{reference}"
     if on_kind:
-        if cluster.ensure_kind_cluster(kind_cluster, kind_config, timeout):
+        if cluster.ensure_kind_cluster(kind_cluster, kind_config, timeout, namespace=namespace):
             console.print(f"[green]✓[/] created kind cluster {kind_cluster!r}")
         else:
             console.print(f"[green]✓[/] kind cluster {kind_cluster!r} exists")
@@ -312,6 +312,7 @@ def teardown(
     purge: bool,
     delete_cluster: bool,
     timeout: int,
+    kind_config: str = "kube/kind-cluster.yaml",
 ) -> list[str]:
     """Delete what deploy created, keeping the data unless purge; verify nothing else is left.
 
@@ -329,7 +330,11 @@ def teardown(
             console.print(f"kind cluster {kind_cluster!r} does not exist: nothing to delete")
         if kind_cluster in cluster.kind_clusters():
             raise Failure(f"kind cluster {kind_cluster!r} still exists after `kind delete cluster`")
-        console.print("  kept: the host folder .kind/airflow-logs (task logs); delete it by hand if unwanted")
+        if purge:
+            for folder in cluster.purge_host_mounts(kind_config):
+                console.print(f"[green]✓[/] deleted the host folder {folder} (task logs)")
+        else:
+            console.print("  kept: the host folder .kind/airflow-logs (task logs); --purge deletes it too")
         return []
     rendered_kinds = kinds_of(manifests.render(overlay, namespace=namespace))
     kube = kubeapi.kube_clients(cluster.check_context(context, kind_cluster))

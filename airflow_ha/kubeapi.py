@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from .cluster import kubeconfig
+from .cluster import kubeconfig_for
 from .console import Failure
 
 # (connect, read) seconds for each API call, so that no call can hang a deploy.
@@ -40,7 +40,7 @@ def kube_clients(context: str) -> Kube:
     from kubernetes import client, config, dynamic
 
     try:
-        api = config.new_client_from_config(config_file=kubeconfig(), context=context)
+        api = config.new_client_from_config(config_file=kubeconfig_for(context), context=context)
     except (config.ConfigException, OSError) as error:
         raise Failure(f"kube context {context!r}: {error}") from error
     try:

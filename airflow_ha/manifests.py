@@ -26,6 +26,8 @@ from .console import Failure
 KUBE_DIR = REPO_ROOT / "kube"
 BASE_DIR = KUBE_DIR / "base"
 OVERLAYS = ("kind", "okteto")
+# An overlay's kustomize replacements that depend on the namespace deployed to.
+PER_NAMESPACE = "per-namespace.yaml"
 
 ORIGIN_ANNOTATION = "config.kubernetes.io/origin"
 # The project image as the manifests name it; deploy swaps in the built tag.
@@ -109,6 +111,11 @@ def render(
         }
         if namespace:
             wrapper["namespace"] = namespace
+        per_namespace = overlay_dir / PER_NAMESPACE
+        if per_namespace.is_file():
+            # Replacements in the wrapper run after its namespace is set, which is how
+            # cluster-scoped names can follow the namespace; the overlay cannot do that.
+            wrapper["replacements"] = [{"path": _relpath(per_namespace, Path(tmp))}]
         if image:
             repository, _, tag = image.rpartition(":")
             if not repository or "/" in tag:

@@ -319,7 +319,7 @@ def test_missing_part_of_label(repo: Path) -> None:
         problems(repo, "schemas"),
         "schemas",
         "kube/overlays/kind/logs-volume.yaml",
-        "PersistentVolume/airflow-logs",
+        "PersistentVolume/airflow-logs-airflow",
         "metadata.labels.app.kubernetes.io/part-of",
     )
     assert "Required field missing" in problem.message

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable
@@ -25,7 +26,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from airflow_ha import PART_OF, PART_OF_LABEL, cluster, kubeapi, manifests, rollout
+from airflow_ha import PART_OF, PART_OF_LABEL, cluster, kubeapi, manifests, rollout, tools
 from airflow_ha import deploy as deploying
 from airflow_ha import generated_secrets as generated
 from airflow_ha.console import Failure
@@ -583,7 +584,7 @@ def test_prune_spares_data_secrets_worker_pods_and_unlabelled_objects(fake, rend
     assert "pruned" not in report.actions
     for kind, name, namespace in [
         ("PersistentVolumeClaim", "airflow-logs", NAMESPACE),
-        ("PersistentVolume", "airflow-logs", ""),
+        ("PersistentVolume", "airflow-logs-airflow", ""),
         ("Namespace", NAMESPACE, ""),
         ("Pod", "worker-1", NAMESPACE),
         ("ConfigMap", "someone-elses", NAMESPACE),
@@ -807,7 +808,7 @@ def test_teardown_keeps_the_data_and_verifies_the_rest_is_gone(fake, rendered, c
     expected = sorted(
         [
             "Namespace/airflow",
-            "PersistentVolume/airflow-logs",
+            "PersistentVolume/airflow-logs-airflow",
             "PersistentVolumeClaim/airflow-logs",
             *[f"Secret/{name}" for name in generated.GENERATED_SECRETS],
         ]
@@ -1023,14 +1024,23 @@ def deploy(**overrides: Any) -> deploying.DeployReport:
 def test_deploy_stops_at_preflight_when_tools_are_missing(monkeypatch, tmp_path):
     recorder = Recorder(monkeypatch)
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI, kind or kubectl
+    (tmp_path / "checkov").write_text("#!/bin/sh\n")  # present, so nothing is installed
+    (tmp_path / "checkov").chmod(0o755)
+    monkeypatch.setattr(tools, "REPO_ROOT", tmp_path)  # nothing provisioned yet
+    for name in ("KIND", "KUBECTL"):  # and nothing can be downloaded: a closed port on loopback
+        monkeypatch.setattr(
+            tools, name, dataclasses.replace(getattr(tools, name), url="http://127.0.0.1:9/x")
+        )
 
     with pytest.raises(Failure) as failed:
         deploy()
     message = str(failed.value)
     assert (
-        "kind not found: install it: https://kind.sigs.k8s.io/docs/user/quick-start/#installation" in message
+        "kind missing: kind v0.33.0 is not installed and the download failed: tried http://127.0.0.1:9/x"
+        in (message)
     )
-    assert "kubectl not found" in message
+    assert "Install it by hand (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)" in message
+    assert "kubectl missing: kubectl v1.35.8 is not installed" in message
     assert recorder.steps == []
 
 

@@ -64,6 +64,23 @@ def api(kube: kubeapi.Kube) -> Iterator[smoke.AirflowAPI]:
         yield client
 
 
+def expected_objects() -> set[kubeapi.Key]:
+    """What deploy applies to the kind cluster, from the manifests themselves."""
+    return {kubeapi.key(m.obj) for m in manifests.render("kind", namespace=NAMESPACE)}
+
+
+def deployed_inventory(kube: kubeapi.Kube) -> dict[kubeapi.Key, dict[str, Any]]:
+    """The labelled objects in the namespace; fails when any rendered object is not among them.
+
+    A listing that sees nothing (a wrong namespace, label or context) would make every check
+    over it pass; this makes it fail instead.
+    """
+    found = deploying.inventory(kube, NAMESPACE, kind_overlay_kinds())
+    missing = expected_objects() - set(found)
+    assert not missing, f"not in the cluster's inventory: {sorted(missing)}"
+    return found
+
+
 def worker_pods(kube: kubeapi.Kube) -> list[dict[str, Any]]:
     return kubeapi.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
 
@@ -77,7 +94,7 @@ def kind_overlay_kinds() -> frozenset[tuple[str, str]]:
 def applied_state(kube: kubeapi.Kube) -> dict[kubeapi.Key, Any]:
     """What deploy decides about each object: controllers' status updates do not count."""
     state: dict[kubeapi.Key, Any] = {}
-    for key, obj in deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()).items():
+    for key, obj in deployed_inventory(kube).items():
         if deploying.owned(obj) or obj["kind"] == "Pod":
             continue
         metadata = obj["metadata"]
@@ -88,9 +105,12 @@ def applied_state(kube: kubeapi.Kube) -> dict[kubeapi.Key, Any]:
 
 
 def test_deploy_rolls_out_every_component(kube):
-    for key, obj in deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()).items():
-        if obj["kind"] in WORKLOADS and not deploying.owned(obj):
-            assert rollout.rollout_status(obj)[0] == "done", f"{key}: {rollout.rollout_status(obj)}"
+    workloads = {
+        k: o for k, o in deployed_inventory(kube).items() if o["kind"] in WORKLOADS and not deploying.owned(o)
+    }
+    assert {k for k in expected_objects() if k[1] in WORKLOADS} <= set(workloads)
+    for key, obj in workloads.items():
+        assert rollout.rollout_status(obj)[0] == "done", f"{key}: {rollout.rollout_status(obj)}"
 
 
 def test_smoke(kube):
@@ -184,6 +204,8 @@ def test_redeploy_changes_nothing(kube):
 
 
 def test_teardown_leaves_nothing(kube):
+    deployed_inventory(kube)  # an empty listing before would prove nothing after
+
     invoke("teardown", "--purge", "--timeout", str(PHASE_TIMEOUT))
 
     left = deploying.belonging(deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()), NAMESPACE)
