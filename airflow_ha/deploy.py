@@ -22,10 +22,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from rich.table import Table
 
-from . import PART_OF, PART_OF_LABEL, checks, cluster, cluster_secrets, image, kubeapi, manifests, rollout
+from . import PART_OF, PART_OF_LABEL, cluster, cluster_secrets, image, kubeapi, manifests, rollout
 from . import generated_secrets as generated
 from .console import Failure, console
 from .kubeapi import Key, Kube, api_message, condition, ref
+from .lint import gate
 from .manifests import Manifest
 from .polling import poll
 
@@ -107,7 +108,7 @@ def deploy(
         )
     # The gate runs before anything is built or touched.
     with console.status(f"lint gate: checking overlay {overlay!r}"):
-        checks.lint(overlays=[overlay], kubernetes_versions=kubernetes_versions)
+        gate.lint(overlays=[overlay], kubernetes_versions=kubernetes_versions)
     console.print(f"[green]✓[/] lint gate passed for overlay {overlay!r}")
     if build:
         image.build_image(reference=reference, base_image=base_image, no_cache=False, ca_bundle=None)
