@@ -140,7 +140,12 @@ def port_matches(rule_port: Mapping[str, Any], port: int, protocol: str, destina
 
 
 def _rule_matches(
-    rule: Mapping[str, Any], peers_field: str, namespace: str, other: Endpoint, port: int, protocol: str,
+    rule: Mapping[str, Any],
+    peers_field: str,
+    namespace: str,
+    other: Endpoint,
+    port: int,
+    protocol: str,
     destination: Endpoint,
 ) -> tuple[bool, bool]:
     """(peers match, ports match) of one rule; an empty or missing list matches everything."""
@@ -166,7 +171,9 @@ def judge(
         namespace = policy.namespace or "default"
         rules = (policy.obj.get("spec") or {}).get(rules_field) or []
         for index, rule in enumerate(rules):
-            peers_ok, ports_ok = _rule_matches(rule, peers_field, namespace, other, port, protocol, destination)
+            peers_ok, ports_ok = _rule_matches(
+                rule, peers_field, namespace, other, port, protocol, destination
+            )
             where = f"spec.{rules_field}[{index}]"
             if peers_ok and ports_ok:
                 allowing.append((policy, where))
@@ -178,16 +185,16 @@ def judge(
             near.append((2, policy, "spec.podSelector"))
     if allowing:
         return Side(True, isolating, tuple(allowing))
-    rank, policy, where = min(near, key=lambda found: found[0]) if near else (3, isolating[0], "spec")
+    _rank, policy, where = min(near, key=lambda found: found[0]) if near else (3, isolating[0], "spec")
     return Side(False, isolating, (), (policy, where))
 
 
-def evaluate(policies: Iterable[Manifest], source: Endpoint, destination: Endpoint, port: int, protocol: str) -> Verdict:
+def evaluate(
+    policies: Iterable[Manifest], source: Endpoint, destination: Endpoint, port: int, protocol: str
+) -> Verdict:
     """Both directions of one connection; ends outside the pod network are not isolated here."""
     policies = [p for p in policies if p.kind == "NetworkPolicy"]
-    egress = (
-        judge(policies, EGRESS, source, destination, port, protocol) if source.is_pod else Side(True)
-    )
+    egress = judge(policies, EGRESS, source, destination, port, protocol) if source.is_pod else Side(True)
     ingress = (
         judge(policies, INGRESS, destination, source, port, protocol) if destination.is_pod else Side(True)
     )

@@ -91,7 +91,9 @@ def named_ports(pod: dict[str, Any]) -> dict[str, tuple[int, str]]:
     for _, container in containers(pod):
         for port in container.get("ports") or []:
             if port.get("name") and isinstance(port.get("containerPort"), int):
-                found.setdefault(str(port["name"]), (port["containerPort"], str(port.get("protocol") or "TCP")))
+                found.setdefault(
+                    str(port["name"]), (port["containerPort"], str(port.get("protocol") or "TCP"))
+                )
     return found
 
 

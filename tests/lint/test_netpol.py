@@ -30,7 +30,9 @@ DENY_INGRESS = policy("deny", {"podSelector": {}, "policyTypes": ["Ingress"]})
 DENY_EGRESS = policy("deny-egress", {"podSelector": {}, "policyTypes": ["Egress"]})
 
 
-def allowed(policies: list[Manifest], source: Endpoint, destination: Endpoint, port: int, protocol: str = "TCP") -> bool:
+def allowed(
+    policies: list[Manifest], source: Endpoint, destination: Endpoint, port: int, protocol: str = "TCP"
+) -> bool:
     return netpol.evaluate(policies, source, destination, port, protocol).allowed
 
 
@@ -62,7 +64,9 @@ def test_an_empty_ingress_list_denies_and_blames_the_policy() -> None:
 
 
 def test_policy_types_default_to_ingress_plus_egress_when_there_are_egress_rules() -> None:
-    egress_only_rules = policy("e", {"podSelector": {}, "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]})
+    egress_only_rules = policy(
+        "e", {"podSelector": {}, "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}
+    )
     assert netpol.policy_types(egress_only_rules) == {"Ingress", "Egress"}
     assert netpol.policy_types(DENY_INGRESS) == {"Ingress"}
     # It isolates ingress too, with no ingress rule: everything in is denied.
@@ -86,19 +90,32 @@ def test_pod_selector_peer_is_in_the_policys_namespace_only() -> None:
 
 
 def test_namespace_selector_alone_and_with_pod_selector() -> None:
-    everywhere = {"from": [{"namespaceSelector": {}}]}
+    everywhere: dict[str, Any] = {"from": [{"namespaceSelector": {}}]}
     assert allowed([policy("a", {"podSelector": {}, "ingress": [everywhere]})], ELSEWHERE, API, 8080)
-    both = {"from": [{"namespaceSelector": {"matchLabels": {"team": "data"}}, "podSelector": {"matchLabels": {"component": "worker"}}}]}
+    both = {
+        "from": [
+            {
+                "namespaceSelector": {"matchLabels": {"team": "data"}},
+                "podSelector": {"matchLabels": {"component": "worker"}},
+            }
+        ]
+    }
     assert allowed([policy("b", {"podSelector": {}, "ingress": [both]})], WORKER, API, 8080)
     assert not allowed([policy("b", {"podSelector": {}, "ingress": [both]})], ELSEWHERE, API, 8080)
 
 
 def test_match_expressions() -> None:
     labels = {"component": "api", "tier": "web"}
-    assert netpol.selector_matches({"matchExpressions": [{"key": "component", "operator": "In", "values": ["api", "db"]}]}, labels)
-    assert not netpol.selector_matches({"matchExpressions": [{"key": "component", "operator": "NotIn", "values": ["api"]}]}, labels)
+    assert netpol.selector_matches(
+        {"matchExpressions": [{"key": "component", "operator": "In", "values": ["api", "db"]}]}, labels
+    )
+    assert not netpol.selector_matches(
+        {"matchExpressions": [{"key": "component", "operator": "NotIn", "values": ["api"]}]}, labels
+    )
     assert netpol.selector_matches({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, labels)
-    assert not netpol.selector_matches({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, labels)
+    assert not netpol.selector_matches(
+        {"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, labels
+    )
     assert not netpol.selector_matches({"matchLabels": {"component": "db"}}, labels)
 
 
@@ -122,8 +139,14 @@ def test_a_near_miss_is_blamed_on_the_field_to_fix() -> None:
         wrong_port,
         "spec.ingress[0].ports",
     )
-    wrong_peer = policy("api", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"component": "db"}}}]}]})
-    assert netpol.evaluate([wrong_peer], WORKER, API, 8080, "TCP").ingress.blame == (wrong_peer, "spec.ingress[0].from")
+    wrong_peer = policy(
+        "api",
+        {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"component": "db"}}}]}]},
+    )
+    assert netpol.evaluate([wrong_peer], WORKER, API, 8080, "TCP").ingress.blame == (
+        wrong_peer,
+        "spec.ingress[0].from",
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,7 +158,9 @@ def test_a_near_miss_is_blamed_on_the_field_to_fix() -> None:
     ],
 )
 def test_ip_blocks(block: dict[str, Any], pod_matches: bool, outside_matches: bool) -> None:
-    egress = [policy("e", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": block}]}]})]
+    egress = [
+        policy("e", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"ipBlock": block}]}]})
+    ]
     assert allowed(egress, WORKER, API, 8080) is pod_matches
     assert allowed(egress, WORKER, OUTSIDE, 443) is outside_matches
     known = Endpoint("known", None, address="192.168.1.1")

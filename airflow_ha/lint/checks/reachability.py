@@ -116,9 +116,7 @@ def _behind_service(
     service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
     if not selector or service_port is None:
         return None  # the wiring check reports both
-    behind = [
-        w for w in items if w.manifest.kind != "Pod" and selector.items() <= w.labels.items()
-    ]
+    behind = [w for w in items if w.manifest.kind != "Pod" and selector.items() <= w.labels.items()]
     if not behind:
         return None
     target = service_port.get("targetPort", port)
@@ -151,7 +149,9 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
     if worker and execution_api:
         behind, port, protocol = execution_api
         for target in behind:
-            required.append(Flow(ends[id(worker)], ends[id(target)], ((port, protocol),), "Execution API", True, target))
+            required.append(
+                Flow(ends[id(worker)], ends[id(target)], ((port, protocol),), "Execution API", True, target)
+            )
         resolves_names.append(worker)
 
     database = _behind_service(objects, items, generated.DATABASE_HOST, generated.DATABASE_PORT)
@@ -180,14 +180,18 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
                 (required if uses_database else forbidden).append(flow)
                 if uses_database and source not in resolves_names:
                     resolves_names.append(source)
-            forbidden.append(Flow(other, ends[id(target)], ((port, protocol),), "database, from outside", False, target))
+            forbidden.append(
+                Flow(other, ends[id(target)], ((port, protocol),), "database, from outside", False, target)
+            )
 
     api_servers = [w for w in items if w.component == "api-server" and w.manifest.kind != "Pod"]
     triggerers = [w for w in items if w.component == "triggerer" and w.manifest.kind != "Pod"]
     log_port = workloads.trigger_log_port(config)
     for source in api_servers:
         for target in triggerers:
-            flow = Flow(ends[id(source)], ends[id(target)], ((log_port, "TCP"),), "triggerer logs", True, target)
+            flow = Flow(
+                ends[id(source)], ends[id(target)], ((log_port, "TCP"),), "triggerer logs", True, target
+            )
             required.append(flow)
         if triggerers and source not in resolves_names:
             resolves_names.append(source)
@@ -206,7 +210,12 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
 def judge(objects: list[Manifest], template: Manifest | None) -> list[Judged]:
     policies = [m for m in objects if m.kind == "NetworkPolicy"]
     return [
-        Judged(flow, tuple(netpol.evaluate(policies, flow.source, flow.destination, p, proto) for p, proto in flow.ports))
+        Judged(
+            flow,
+            tuple(
+                netpol.evaluate(policies, flow.source, flow.destination, p, proto) for p, proto in flow.ports
+            ),
+        )
         for flow in flows(objects, template)
     ]
 
@@ -271,7 +280,8 @@ def findings(objects: list[Manifest], template: Manifest | None) -> Iterator[Fin
             else:
                 why = (
                     f"it restricts the egress of the {flow.source.name} pods, and no egress rule of the "
-                    f"policies that do ({deciders}) lets them reach {flow.destination.name} on {protocol} {port}"
+                    f"policies that do ({deciders}) lets them reach {flow.destination.name} on "
+                    f"{protocol} {port}"
                 )
             yield DENIED, policy, where, f"denies {what}, which the deployment needs: {why}; allow it"
             continue
