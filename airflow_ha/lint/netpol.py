@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_ha.manifests import Manifest
+from ..manifests import Manifest
 
 INGRESS, EGRESS = "Ingress", "Egress"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

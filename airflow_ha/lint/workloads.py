@@ -14,8 +14,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from airflow_ha import manifests
-from airflow_ha.manifests import Manifest
+from .. import manifests
+from ..manifests import Manifest
+from .fields import pods
+from .problems import Problem, at
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
@@ -55,8 +57,7 @@ def workloads(objects: Iterable[Manifest], template: Manifest | None = None) -> 
     for manifest in objects:
         if manifest.kind not in WORKLOAD_KINDS:
             continue
-        for path, spec in manifests.pod_specs(manifest):
-            labels = _get(manifest.obj, _labels_path(path)) or {}
+        for path, spec, labels in pods(manifest):
             yield Workload(manifest, path, spec, {str(k): str(v) for k, v in labels.items()})
     if template is not None:
         labels = {**{str(k): str(v) for k, v in template.labels.items()}, **EXECUTOR_LABELS}
@@ -65,12 +66,6 @@ def workloads(objects: Iterable[Manifest], template: Manifest | None = None) -> 
 
 def worker(items: Iterable[Workload]) -> Workload | None:
     return next((w for w in items if w.manifest.kind == "Pod" and "kubernetes_executor" in w.labels), None)
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
 
 
 def replicas(workload: Workload) -> int:
@@ -173,3 +168,11 @@ def airflow_default_trigger_log_port() -> int:
             if found:
                 return int(found.group(1))
     return TRIGGER_LOG_PORT_FALLBACK
+
+
+Finding = tuple[str, Manifest, str, str]  # (rule, object, field, message), before it is a Problem
+
+
+def as_problems(found: Iterable[Finding]) -> Iterator[Problem]:
+    for rule, manifest, field, message in found:
+        yield at(rule, manifest, field, message)

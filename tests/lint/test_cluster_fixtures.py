@@ -6,45 +6,25 @@ Real kustomize renders the broken copy; no Kubernetes API is involved (nothing i
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from airflow_ha import REPO_ROOT, manifests
-from airflow_ha.lint.checks import admission, availability, identity, reachability
+from airflow_ha import REPO_ROOT
+from airflow_ha.console import Failure, console
+from airflow_ha.lint import gate
+from airflow_ha.lint.checks import reachability
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHECKS = ("reachability", "admission", "availability", "identity")
 LINTED = ("kube", "dags", "schemas", "docker/Dockerfile", ".yamllint", "invoke.yaml")
 
 
-def findings(root: Path, check: str) -> Iterator[tuple[str, str, str, str, str]]:
-    for overlay_dir in sorted((root / "kube" / "overlays").glob("*/kustomization.yaml")):
-        overlay = overlay_dir.parent.name
-        objects = manifests.render(overlay_dir.parent, kube_dir=root / "kube")
-        objects = [manifests.Manifest(_relative(root, m.source), m.obj) for m in objects]
-        template = manifests.pod_template(objects)
-        if check == "reachability":
-            found = reachability.findings(objects, template)
-        elif check == "admission":
-            found = admission.findings([*objects, *([template] if template else [])])
-        elif check == "availability":
-            found = availability.findings(objects, availability.cluster_nodes(root, overlay))
-        else:
-            found = identity.findings(objects, template)
-        for rule, manifest, field, message in found:
-            yield rule, manifest.source, manifest.ref, field, message
-
-
-def _relative(root: Path, source: str) -> str:
-    path = Path(source)
-    path = path if path.is_absolute() else REPO_ROOT / path
-    for base in (root.resolve(), REPO_ROOT):
-        if path.resolve().is_relative_to(base):
-            return str(path.resolve().relative_to(base))
-    return source
+def findings(root: Path, check: str) -> list[tuple[str, str, str, str, str]]:
+    """(rule, file, resource, field, message) of what the gate reports, running only ``check``."""
+    report = gate.check(root=root, only=[check])
+    return [(p.rule, p.file, p.resource, p.field, p.message) for p, _ in report.problems]
 
 
 def copy(tmp_path: Path) -> Path:
@@ -98,3 +78,30 @@ def test_fixture(fixture: Path, tmp_path: Path) -> None:
         and expect["message"] in f[4]
     ]
     assert matching, f"{spec['rule']} not found at {expect}; found: {found}"
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table cells on one line each, whatever the terminal of the test run."""
+    monkeypatch.setattr(console, "width", 200)
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_lint_flows_prints_each_flow_and_its_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    reachability.show_flows(root=REPO_ROOT)
+
+    output = capsys.readouterr().out
+    assert "worker pods" in output and "Execution API" in output
+    assert "DENIED" not in output and "ALLOWED" not in output
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_lint_flows_fails_on_a_denied_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = copy(tmp_path)
+    policies = "kube/base/network-policies.yaml"
+    apply(root, [{"file": policies, "replace": "- port: 8080", "with": "- port: 8081"}])
+
+    with pytest.raises(Failure, match="a flow above is wrong"):
+        reachability.show_flows(root=root)
+
+    assert "DENIED by NetworkPolicy/airflow-api-server" in capsys.readouterr().out

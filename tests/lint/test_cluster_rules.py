@@ -56,13 +56,17 @@ def test_the_required_flows_are_derived_and_allowed_today(objects: list[Manifest
         ("api-server", "Kubernetes API", "Kubernetes API"),
     }
     expected_allowed |= {
-        (c, "database", "database") for c in ("api-server", "scheduler", "dag-processor", "triggerer", "migrate")
+        (c, "database", "database")
+        for c in ("api-server", "scheduler", "dag-processor", "triggerer", "migrate")
     }
     expected_allowed |= {
         (c, "cluster DNS", "DNS")
         for c in ("worker pods", "api-server", "scheduler", "dag-processor", "triggerer", "migrate")
     }
-    assert {key for key, verdict in rows.items() if verdict == "allowed"} == expected_allowed
+    assert {key for key, verdict in rows.items() if verdict.startswith("allowed (")} == expected_allowed
+    execution_api = rows[("worker pods", "api-server", "Execution API")]
+    assert execution_api == "allowed (airflow-api-server spec.ingress[0])"
+    assert rows[("scheduler", "cluster DNS", "DNS")] == "allowed (no policy restricts it)"
     assert rows[("worker pods", "database", "database, without credentials")] == "denied, as it must be"
 
 
@@ -169,7 +173,9 @@ def test_allowed_disruptions(budget: dict[str, Any], replicas: int, allowed: int
         ({"type": "Recreate"}, 2, None),
     ],
 )
-def test_rollout_fenceposts(strategy: dict[str, Any], replicas: int, resolved: tuple[int, int] | None) -> None:
+def test_rollout_fenceposts(
+    strategy: dict[str, Any], replicas: int, resolved: tuple[int, int] | None
+) -> None:
     (item,) = list(workloads.workloads(_workload({})))
     item.manifest.obj["spec"].update({"replicas": replicas, "strategy": strategy})
     assert availability.rollout_unavailable(item) == resolved

@@ -16,9 +16,13 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from airflow_ha import manifests
-from airflow_ha.lint import netpol
-from airflow_ha.manifests import Manifest
+from ... import manifests
+from ...manifests import Manifest
+from .. import netpol, workloads
+from ..fields import get
+from ..problems import Problem
+from ..render import Rendered, Target, per_overlay
+from ..workloads import Finding
 
 NAME = "admission"
 QUANTITY = f"{NAME}/quantity"
@@ -53,8 +57,6 @@ RULES = {
     ROLLOUT_STRATEGY: "a Deployment rollout with maxSurge and maxUnavailable both 0, over 100%, or "
     "rollingUpdate under type Recreate",
 }
-
-Finding = tuple[str, Manifest, str, str]
 
 DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS1123_SUBDOMAIN = re.compile(rf"{DNS1123_LABEL.pattern}(\.{DNS1123_LABEL.pattern})*")
@@ -91,6 +93,13 @@ NAME_LIMITS = {"Job": 63, "CronJob": 52}  # a Job's name becomes a label value; 
 WORKLOAD_SELECTOR_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
 
 
+def run(target: Target) -> Iterator[Problem]:
+    def admission(rendered: Rendered) -> Iterator[Problem]:
+        return workloads.as_problems(findings(rendered.all))
+
+    return per_overlay(target, admission)
+
+
 def findings(objects: list[Manifest]) -> Iterator[Finding]:
     for manifest in objects:
         yield from _object_name(manifest)
@@ -98,7 +107,7 @@ def findings(objects: list[Manifest]) -> Iterator[Finding]:
         for path, pod in manifests.pod_specs(manifest):
             template_labels = f"{path.removesuffix('.spec')}.metadata.labels" if path != "spec" else ""
             if template_labels:
-                yield from _labels(manifest, template_labels, _get(manifest.obj, template_labels))
+                yield from _labels(manifest, template_labels, get(manifest.obj, template_labels))
             yield from _pod(manifest, path, pod)
         yield from _storage(manifest)
         if manifest.kind in WORKLOAD_SELECTOR_KINDS | {"Job"}:
@@ -109,12 +118,6 @@ def findings(objects: list[Manifest]) -> Iterator[Finding]:
             yield from _service(manifest)
         if manifest.kind == "Deployment":
             yield from _strategy(manifest)
-
-
-def _get(obj: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
 
 
 def _pattern_error(value: str, pattern: re.Pattern[str], what: str, limit: int) -> str | None:
@@ -289,8 +292,8 @@ def _storage(manifest: Manifest) -> Iterator[Finding]:
     spec = manifest.obj.get("spec") or {}
     places: list[tuple[str, Any]] = []
     if manifest.kind == "PersistentVolumeClaim":
-        places.append(("spec.resources.requests", _get(spec, "resources.requests")))
-        places.append(("spec.resources.limits", _get(spec, "resources.limits")))
+        places.append(("spec.resources.requests", get(spec, "resources.requests")))
+        places.append(("spec.resources.limits", get(spec, "resources.limits")))
     elif manifest.kind == "PersistentVolume":
         places.append(("spec.capacity", spec.get("capacity")))
     elif manifest.kind == "StatefulSet":
@@ -299,7 +302,7 @@ def _storage(manifest: Manifest) -> Iterator[Finding]:
             places.append(
                 (
                     f"spec.volumeClaimTemplates[{name}].spec.resources.requests",
-                    _get(claim, "spec.resources.requests"),
+                    get(claim, "spec.resources.requests"),
                 )
             )
     for field, values in places:
@@ -323,7 +326,7 @@ def _restart_policy(manifest: Manifest, path: str, pod: dict[str, Any]) -> Itera
 def _selector(manifest: Manifest) -> Iterator[Finding]:
     spec = manifest.obj.get("spec") or {}
     selector = spec.get("selector")
-    labels = _get(manifest.obj, "spec.template.metadata.labels") or {}
+    labels = get(manifest.obj, "spec.template.metadata.labels") or {}
     if manifest.kind == "Job" and not spec.get("manualSelector"):
         return  # the Job controller generates its selector
     if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
@@ -404,7 +407,7 @@ def _service(manifest: Manifest) -> Iterator[Finding]:
 
 
 def _strategy(manifest: Manifest) -> Iterator[Finding]:
-    strategy = _get(manifest.obj, "spec.strategy") or {}
+    strategy = get(manifest.obj, "spec.strategy") or {}
     rolling = strategy.get("rollingUpdate")
     if strategy.get("type") == "Recreate":
         if rolling is not None:

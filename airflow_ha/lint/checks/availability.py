@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
-from airflow_ha.lint import netpol, workloads
-from airflow_ha.lint.workloads import Workload
-from airflow_ha.manifests import Manifest
+from ...manifests import Manifest
+from .. import netpol, workloads
+from ..problems import Problem
+from ..render import Rendered, Target, per_overlay
+from ..workloads import Finding, Workload
 
 NAME = "availability"
 DRAIN_BLOCKED = f"{NAME}/drain-blocked"
@@ -44,7 +46,14 @@ RULES = {
 }
 
 HOSTNAME = "kubernetes.io/hostname"
-Finding = tuple[str, Manifest, str, str]
+
+
+def run(target: Target) -> Iterator[Problem]:
+    def availability(rendered: Rendered) -> Iterator[Problem]:
+        cluster = cluster_nodes(target.root, rendered.overlay)
+        return workloads.as_problems(findings(rendered.objects, cluster))
+
+    return per_overlay(target, availability)
 
 
 def cluster_nodes(root: Path, overlay: str) -> tuple[Manifest, int] | None:

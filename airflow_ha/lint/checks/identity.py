@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from airflow_ha import manifests
-from airflow_ha.lint import workloads
-from airflow_ha.lint.workloads import Workload
-from airflow_ha.manifests import Manifest
+from ... import manifests
+from ...manifests import Manifest
+from .. import workloads
+from ..problems import Problem
+from ..render import Rendered, Target, per_overlay
+from ..workloads import Finding, Workload
 
 NAME = "identity"
 NO_TOKEN = f"{NAME}/no-token"
@@ -27,7 +29,12 @@ RULES = {
     "(automountServiceAccountToken defaults to true)",
 }
 
-Finding = tuple[str, Manifest, str, str]
+
+def run(target: Target) -> Iterator[Problem]:
+    def identity(rendered: Rendered) -> Iterator[Problem]:
+        return workloads.as_problems(findings(rendered.objects, rendered.template))
+
+    return per_overlay(target, identity)
 
 
 def token(workload: Workload, accounts: dict[str, Manifest]) -> tuple[bool, Manifest, str, str]:

@@ -18,14 +18,21 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from airflow_ha import manifests
-from airflow_ha import secrets as generated
-from airflow_ha.lint import netpol, workloads
-from airflow_ha.lint.netpol import Endpoint, Verdict
-from airflow_ha.lint.workloads import Workload
-from airflow_ha.manifests import Manifest
+from rich.table import Table
+from rich.text import Text
+
+from ... import REPO_ROOT, manifests
+from ... import secrets as generated
+from ...console import Failure, console
+from ...manifests import Manifest
+from .. import netpol, workloads
+from ..netpol import Endpoint, Verdict
+from ..problems import Problem
+from ..render import Rendered, Target, per_overlay, render_target
+from ..workloads import Finding, Workload
 
 NAME = "reachability"
 DENIED = f"{NAME}/required-flow-denied"
@@ -54,7 +61,12 @@ KUBERNETES_API = Endpoint("Kubernetes API", None)
 KUBERNETES_API_PORTS = ((443, "TCP"), (6443, "TCP"))
 OTHER_NAMESPACE = "another-namespace"
 
-Finding = tuple[str, Manifest, str, str]  # (rule, manifest, field, message)
+
+def run(target: Target) -> Iterator[Problem]:
+    def reachability(rendered: Rendered) -> Iterator[Problem]:
+        return workloads.as_problems(findings(rendered.objects, rendered.template))
+
+    return per_overlay(target, reachability)
 
 
 @dataclass(frozen=True)
@@ -230,7 +242,7 @@ def describe(judged: Judged) -> str:
     if flow.required:
         denied = _first_denied(judged)
         if denied is None:
-            return "allowed"
+            return f"allowed ({_why_allowed(judged)})"
         side, _ = denied
         assert side.blame is not None
         return f"DENIED by {side.blame[0].ref} ({side.blame[1]})"
@@ -238,6 +250,13 @@ def describe(judged: Judged) -> str:
     if allowing is None:
         return "denied, as it must be"
     return f"ALLOWED by {allowing}, must be denied"
+
+
+def _why_allowed(judged: Judged) -> str:
+    """The rules that let a flow through: ingress first, then egress; or that nothing restricts it."""
+    verdict = judged.verdicts[0]
+    rules = [f"{policy.name} {where}" for policy, where in verdict.ingress.allowing + verdict.egress.allowing]
+    return ", ".join(dict.fromkeys(rules)) or "no policy restricts it"
 
 
 def _first_denied(judged: Judged) -> tuple[netpol.Side, tuple[int, str]] | None:
@@ -311,3 +330,33 @@ def flow_table(judged: Iterable[Judged]) -> list[tuple[str, str, str, str, str, 
         (j.flow.source.name, j.flow.destination.name, _ports(j.flow), j.flow.purpose, describe(j), j.ok)
         for j in judged
     ]
+
+
+def show_flows(overlays: list[str] | None = None, root: Path = REPO_ROOT) -> None:
+    """`invoke lint --flows`: the flow table of every overlay (or those named); fails if one is wrong."""
+    if not print_flows(render_target(root, overlays, ())):
+        raise Failure("a flow above is wrong: `invoke lint` names the NetworkPolicy to fix, field and all")
+
+
+def print_flows(target: Target) -> bool:
+    """Print every flow with the NetworkPolicies' verdict, merged across overlays; True if all are right."""
+    rows: dict[tuple[str, str, str, str, str, bool], list[str]] = {}
+    for rendered in target.rendered:
+        for row in flow_table(judge(rendered.objects, rendered.template)):
+            rows.setdefault(row, []).append(rendered.overlay)
+    every = [rendered.overlay for rendered in target.rendered]
+    table = Table(title="network flows (invoke lint --flows)")
+    for column in ("from", "to", "ports", "for", "verdict"):
+        table.add_column(column)
+    if any(overlays != every for overlays in rows.values()):
+        table.add_column("overlays")
+    for (source, destination, ports, purpose, verdict, ok), overlays in rows.items():
+        cells: list[str | Text] = [source, destination, ports, purpose]
+        cells.append(Text(verdict, style="green" if ok else "red"))
+        if len(table.columns) > len(cells):
+            cells.append(", ".join(overlays))
+        table.add_row(*cells)
+    console.print(table)
+    for overlay, error in target.unrendered.items():
+        console.print(f"overlay {overlay} does not render, so its flows are unknown: {error}", style="red")
+    return all(ok for *_, ok in rows) and not target.unrendered
