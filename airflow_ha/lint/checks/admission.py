@@ -64,7 +64,7 @@ DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 IANA_SERVICE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 LABEL_VALUE = re.compile(rf"({QUALIFIED_NAME.pattern})?")
-# Kubernetes 1.30's rule; 1.34 relaxes it to any printable ASCII but '='.
+# Kubernetes 1.30's rule; later versions relax it, but the manifests must pass 1.30 too.
 ENV_VAR_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 # resource.ParseQuantity's format: parse_quantity alone also takes "500mi", "1 Gi" and "1K".
 QUANTITY_FORMAT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?")
