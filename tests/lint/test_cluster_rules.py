@@ -87,7 +87,7 @@ def test_the_triggerer_log_port_comes_from_the_airflow_config(objects: list[Mani
     set_env(objects, workloads.TRIGGER_LOG_PORT_KEY, "8795")
     found = list(reachability.findings(objects, manifests.pod_template(objects)))
     assert [(m.ref, field) for _, m, field, _ in found] == [
-        ("NetworkPolicy/airflow-triggerer-logs", "spec.ingress[0].ports")
+        ("NetworkPolicy/airflow-triggerer", "spec.ingress[0].ports")
     ]
     assert "TCP 8795" in found[0][3]
 
