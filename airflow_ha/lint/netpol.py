@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..manifests import Manifest
+from .workloads import items, mapping, strings
 
 INGRESS, EGRESS = "Ingress", "Egress"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -63,20 +64,20 @@ class Verdict:
 
 def policy_types(policy: Manifest) -> set[str]:
     """spec.policyTypes, or the API server's default: Ingress, plus Egress if there are egress rules."""
-    spec = policy.obj.get("spec") or {}
+    spec = mapping(policy.obj.get("spec"))
     if spec.get("policyTypes"):
-        return set(spec["policyTypes"])
+        return set(strings(spec["policyTypes"]))
     return {INGRESS, EGRESS} if spec.get("egress") else {INGRESS}
 
 
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
     """A metav1.LabelSelector against labels; an empty selector matches everything."""
-    selector = selector or {}
-    if any(labels.get(key) != str(value) for key, value in (selector.get("matchLabels") or {}).items()):
+    selector = mapping(selector)
+    if any(labels.get(key) != str(value) for key, value in mapping(selector.get("matchLabels")).items()):
         return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator = expression.get("key"), expression.get("operator")
-        values = [str(value) for value in expression.get("values") or []]
+    for expression in items(selector.get("matchExpressions")):
+        key, operator = str(expression.get("key")), expression.get("operator")
+        values = strings(expression.get("values"))
         present = key in labels
         if operator == "In" and not (present and labels[key] in values):
             return False
@@ -95,13 +96,13 @@ def selects(policy: Manifest, endpoint: Endpoint) -> bool:
     """The policy applies to the endpoint's pods: same namespace, podSelector matches."""
     if not endpoint.is_pod or (policy.namespace or "default") != endpoint.namespace:
         return False
-    return selector_matches((policy.obj.get("spec") or {}).get("podSelector"), endpoint.labels)
+    return selector_matches(mapping(policy.obj.get("spec")).get("podSelector"), endpoint.labels)
 
 
 def peer_matches(peer: Mapping[str, Any], policy_namespace: str, other: Endpoint) -> bool:
     """A NetworkPolicyPeer (of a policy in ``policy_namespace``) covers the other end."""
     if "ipBlock" in peer:
-        return _block_matches(peer.get("ipBlock") or {}, other)
+        return _block_matches(mapping(peer.get("ipBlock")), other)
     if not other.is_pod:
         return False
     if "namespaceSelector" in peer:
@@ -115,7 +116,7 @@ def peer_matches(peer: Mapping[str, Any], policy_namespace: str, other: Endpoint
 def _block_matches(block: Mapping[str, Any], other: Endpoint) -> bool:
     try:
         network = ipaddress.ip_network(str(block.get("cidr")), strict=False)
-        excepted = [ipaddress.ip_network(str(cidr), strict=False) for cidr in block.get("except") or []]
+        excepted = [ipaddress.ip_network(str(cidr), strict=False) for cidr in strings(block.get("except"))]
     except ValueError:
         return False  # the API server rejects it
     if other.address is not None:
@@ -149,8 +150,8 @@ def _rule_matches(
     destination: Endpoint,
 ) -> tuple[bool, bool]:
     """(peers match, ports match) of one rule; an empty or missing list matches everything."""
-    peers = rule.get(peers_field) or []
-    ports = rule.get("ports") or []
+    peers = items(rule.get(peers_field))
+    ports = items(rule.get("ports"))
     peers_ok = not peers or any(peer_matches(peer, namespace, other) for peer in peers)
     ports_ok = not ports or any(port_matches(p, port, protocol, destination) for p in ports)
     return peers_ok, ports_ok
@@ -169,7 +170,7 @@ def judge(
     near: list[tuple[int, Manifest, str]] = []
     for policy in isolating:
         namespace = policy.namespace or "default"
-        rules = (policy.obj.get("spec") or {}).get(rules_field) or []
+        rules = items(mapping(policy.obj.get("spec")).get(rules_field))
         for index, rule in enumerate(rules):
             peers_ok, ports_ok = _rule_matches(
                 rule, peers_field, namespace, other, port, protocol, destination

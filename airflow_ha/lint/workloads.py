@@ -16,7 +16,6 @@ from typing import Any
 
 from .. import manifests
 from ..manifests import Manifest
-from .fields import pods
 from .problems import Problem, at
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -28,6 +27,21 @@ TRIGGER_LOG_PORT_KEY = "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"
 # The triggerer's own fallback (airflow/cli/commands/triggerer_command.py), used only when
 # the installed Airflow's config.yml cannot be read.
 TRIGGER_LOG_PORT_FALLBACK = 8794
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """A field that should be an object, or {} when it is not: kubernetes-validate reports the shape."""
+    return value if isinstance(value, dict) else {}
+
+
+def items(value: Any) -> list[dict[str, Any]]:
+    """The objects of a field that should be a list of objects, ignoring what is not one."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def strings(value: Any) -> list[str]:
+    """A field that should be a list of strings, as strings."""
+    return [str(item) for item in value] if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)
@@ -57,11 +71,11 @@ def workloads(objects: Iterable[Manifest], template: Manifest | None = None) -> 
     for manifest in objects:
         if manifest.kind not in WORKLOAD_KINDS:
             continue
-        for path, spec, labels in pods(manifest):
+        for path, spec, labels in pod_specs(manifest):
             yield Workload(manifest, path, spec, {str(k): str(v) for k, v in labels.items()})
     if template is not None:
-        labels = {**{str(k): str(v) for k, v in template.labels.items()}, **EXECUTOR_LABELS}
-        yield Workload(template, "spec", template.obj.get("spec") or {}, labels)
+        labels = {**{str(k): str(v) for k, v in mapping(template.labels).items()}, **EXECUTOR_LABELS}
+        yield Workload(template, "spec", mapping(template.obj.get("spec")), labels)
 
 
 def worker(items: Iterable[Workload]) -> Workload | None:
@@ -72,19 +86,39 @@ def replicas(workload: Workload) -> int:
     """The replica count the object renders (the API server's default of 1 when it names none)."""
     if workload.manifest.kind not in {"Deployment", "StatefulSet", "ReplicaSet"}:
         return 1
-    value = (workload.manifest.obj.get("spec") or {}).get("replicas", 1)
+    value = mapping(workload.manifest.obj.get("spec")).get("replicas", 1)
     return value if isinstance(value, int) else 1
 
 
+def pod_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(field path, pod spec, pod labels) of every pod an object describes, whatever its shape."""
+    spec = mapping(manifest.obj.get("spec"))
+    if manifest.kind == "Pod":
+        yield "spec", spec, mapping(mapping(manifest.obj.get("metadata")).get("labels"))
+        return
+    path = "spec"
+    if manifest.kind == "CronJob":
+        spec = mapping(mapping(spec.get("jobTemplate")).get("spec"))
+        path = "spec.jobTemplate.spec"
+    elif manifest.kind not in WORKLOAD_KINDS:
+        return
+    template = mapping(spec.get("template"))
+    labels = mapping(mapping(template.get("metadata")).get("labels"))
+    yield f"{path}.template.spec", mapping(template.get("spec")), labels
+
+
 def containers(pod: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    return manifests.containers(pod)
+    """(field path relative to the pod spec, container) of every container, init ones included."""
+    for field in ("initContainers", "containers"):
+        for index, container in enumerate(items(pod.get(field))):
+            yield f"{field}[{container.get('name', index)}]", container
 
 
 def named_ports(pod: dict[str, Any]) -> dict[str, tuple[int, str]]:
     """name -> (containerPort, protocol) of every named port of a pod's containers."""
     found: dict[str, tuple[int, str]] = {}
     for _, container in containers(pod):
-        for port in container.get("ports") or []:
+        for port in items(container.get("ports")):
             if port.get("name") and isinstance(port.get("containerPort"), int):
                 found.setdefault(
                     str(port["name"]), (port["containerPort"], str(port.get("protocol") or "TCP"))
@@ -96,19 +130,19 @@ def secrets_read(pod: dict[str, Any]) -> set[str]:
     """The Secrets a pod reads, as environment or files."""
     names: set[str] = set()
     for _, container in containers(pod):
-        for source in container.get("envFrom") or []:
-            if source.get("secretRef"):
-                names.add(str(source["secretRef"].get("name")))
-        for variable in container.get("env") or []:
-            reference = (variable.get("valueFrom") or {}).get("secretKeyRef")
+        for source in items(container.get("envFrom")):
+            if reference := mapping(source.get("secretRef")):
+                names.add(str(reference.get("name")))
+        for variable in items(container.get("env")):
+            reference = mapping(mapping(variable.get("valueFrom")).get("secretKeyRef"))
             if reference:
                 names.add(str(reference.get("name")))
-    for volume in pod.get("volumes") or []:
-        if volume.get("secret"):
-            names.add(str(volume["secret"].get("secretName")))
-        for source in (volume.get("projected") or {}).get("sources") or []:
-            if source.get("secret"):
-                names.add(str(source["secret"].get("name")))
+    for volume in items(pod.get("volumes")):
+        if secret := mapping(volume.get("secret")):
+            names.add(str(secret.get("secretName")))
+        for source in items(mapping(volume.get("projected")).get("sources")):
+            if secret := mapping(source.get("secret")):
+                names.add(str(secret.get("name")))
     return names
 
 
@@ -127,19 +161,26 @@ def api_callers(objects: Iterable[Manifest]) -> dict[str, list[Manifest]]:
     roles = {(m.kind, m.name): m for m in objects if m.kind in {"Role", "ClusterRole"}}
     bound: dict[str, list[Manifest]] = {}
     for binding in (m for m in objects if m.kind in {"RoleBinding", "ClusterRoleBinding"}):
-        ref = binding.obj.get("roleRef") or {}
+        ref = mapping(binding.obj.get("roleRef"))
         role = roles.get((str(ref.get("kind")), str(ref.get("name"))))
         if role is None or not role.obj.get("rules"):
             continue
-        for subject in binding.obj.get("subjects") or []:
+        for subject in items(binding.obj.get("subjects")):
             if subject.get("kind") == "ServiceAccount":
                 bound.setdefault(str(subject.get("name")), []).append(binding)
     return bound
 
 
+def airflow_config(objects: Iterable[Manifest]) -> dict[str, str]:
+    """The Airflow settings of the airflow-config ConfigMap, whatever the shape of its data."""
+    config_map = manifests.find(objects, "ConfigMap", manifests.AIRFLOW_CONFIG_MAP)
+    data = mapping(config_map.obj.get("data")) if config_map else {}
+    return {str(key): str(value) for key, value in data.items()}
+
+
 def executor_workloads(items: Iterable[Workload], config: dict[str, str]) -> list[Workload]:
     """The scheduler's workloads when the configured executor launches pods through the API."""
-    if "KubernetesExecutor" not in config.get(EXECUTOR_KEY, ""):
+    if "KubernetesExecutor" not in str(config.get(EXECUTOR_KEY) or ""):
         return []
     return [w for w in items if w.component == "scheduler"]
 

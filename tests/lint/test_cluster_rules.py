@@ -7,11 +7,12 @@ small objects built here; no cluster and no Kubernetes API (nothing is faked).
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import pytest
 
-from airflow_ha import manifests
+from airflow_ha import REPO_ROOT, manifests
 from airflow_ha.lint import workloads
 from airflow_ha.lint.checks import admission, availability, identity, reachability
 from airflow_ha.manifests import Manifest
@@ -231,3 +232,33 @@ def test_names_per_kind(kind: str, name: str, valid: bool) -> None:
 )
 def test_labels(key: str, value: str, valid: bool) -> None:
     assert (admission.label_error(key, value) is None) is valid
+
+
+def _paths(node: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found = [prefix] if prefix else []
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    for key, child in children:
+        found += _paths(child, (*prefix, key))
+    return found
+
+
+def test_a_field_of_the_wrong_shape_never_crashes_a_cluster_rule(rendered: list[Manifest]) -> None:
+    """Whatever field holds whatever type, the rules report or stay silent: kubernetes-validate names
+    the field; a crash would take the whole gate down with a traceback."""
+    every = [(i, path) for i, m in enumerate(rendered) for path in _paths(m.obj) if path != ("metadata",)]
+    chooser = random.Random(0)
+    cluster = availability.cluster_nodes(REPO_ROOT, "kind")
+    template_text = ("data", manifests.POD_TEMPLATE_KEY)
+    for _ in range(300):
+        index, path = chooser.choice(every)
+        broken = list(rendered)  # the rules never modify objects: only the broken one is a copy
+        broken[index] = Manifest(rendered[index].source, copy.deepcopy(rendered[index].obj))
+        node = broken[index].obj
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = chooser.choice(["x", 3, -1, "1%", True, None, [], [1], {}, {"a": 1}])
+        template = None if path[:2] == template_text else manifests.pod_template(broken)
+        list(reachability.findings(broken, template))
+        list(admission.findings([*broken, *([template] if template else [])]))
+        list(availability.findings(broken, cluster))
+        list(identity.findings(broken, template))

@@ -16,13 +16,12 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from ... import manifests
 from ...manifests import Manifest
 from .. import netpol, workloads
 from ..fields import get
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay
-from ..workloads import Finding
+from ..workloads import Finding, items, mapping
 
 NAME = "admission"
 QUANTITY = f"{NAME}/quantity"
@@ -103,8 +102,8 @@ def run(target: Target) -> Iterator[Problem]:
 def findings(objects: list[Manifest]) -> Iterator[Finding]:
     for manifest in objects:
         yield from _object_name(manifest)
-        yield from _labels(manifest, "metadata.labels", (manifest.obj.get("metadata") or {}).get("labels"))
-        for path, pod in manifests.pod_specs(manifest):
+        yield from _labels(manifest, "metadata.labels", mapping(manifest.obj.get("metadata")).get("labels"))
+        for path, pod, _ in workloads.pod_specs(manifest):
             template_labels = f"{path.removesuffix('.spec')}.metadata.labels" if path != "spec" else ""
             if template_labels:
                 yield from _labels(manifest, template_labels, get(manifest.obj, template_labels))
@@ -146,7 +145,7 @@ def name_error(kind: str, name: str) -> str | None:
 
 
 def _object_name(manifest: Manifest) -> Iterator[Finding]:
-    name = (manifest.obj.get("metadata") or {}).get("name")
+    name = mapping(manifest.obj.get("metadata")).get("name")
     if not isinstance(name, str):
         return  # the schema requires it
     named_kinds = SUBDOMAIN_KINDS | RBAC_KINDS | {"Namespace", "Service", "Job", "CronJob"}
@@ -173,7 +172,7 @@ def label_error(key: str, value: Any) -> str | None:
 
 
 def _labels(manifest: Manifest, field: str, labels: Any) -> Iterator[Finding]:
-    for key, value in (labels or {}).items() if isinstance(labels, dict) else ():
+    for key, value in mapping(labels).items():
         if message := label_error(str(key), value):
             yield INVALID_LABEL, manifest, f"{field}.{key}", message
 
@@ -197,13 +196,13 @@ def quantity_error(value: Any) -> str | None:
 
 def _quantities(values: Any) -> Iterator[tuple[str, Decimal]]:
     """(resource, value) of the quantities that parse."""
-    for resource, value in (values or {}).items() if isinstance(values, dict) else ():
+    for resource, value in mapping(values).items():
         if quantity_error(value) is None:
             yield str(resource), Decimal(str(parse_quantity(value)))
 
 
 def _pod(manifest: Manifest, path: str, pod: dict[str, Any]) -> Iterator[Finding]:
-    containers = list(manifests.containers(pod))
+    containers = list(workloads.containers(pod))
     seen_containers: set[str] = set()
     for container_path, container in containers:
         where = f"{path}.{container_path}"
@@ -213,26 +212,26 @@ def _pod(manifest: Manifest, path: str, pod: dict[str, Any]) -> Iterator[Finding
         if name in seen_containers:
             yield DUPLICATE, manifest, f"{where}.name", f"two containers of the pod are named {name!r}"
         seen_containers.add(name)
-        yield from _resources(manifest, where, container.get("resources") or {})
+        yield from _resources(manifest, where, mapping(container.get("resources")))
         port_names: set[str] = set()
-        for port in container.get("ports") or []:
+        for port in items(container.get("ports")):
             port_name = port.get("name")
             if port_name is None:
                 continue
             port_field = f"{where}.ports[{port_name}]"
             if message := _port_name_error(str(port_name)):
                 yield INVALID_NAME, manifest, port_field, message
-            if port_name in port_names:
+            if str(port_name) in port_names:
                 yield DUPLICATE, manifest, port_field, f"two ports of the container are named {port_name!r}"
             port_names.add(str(port_name))
         mount_paths: set[str] = set()
-        for mount in container.get("volumeMounts") or []:
+        for mount in items(container.get("volumeMounts")):
             mount_path = str(mount.get("mountPath", ""))
             if mount_path in mount_paths:
                 message = f"two volumeMounts of the container use mountPath {mount_path!r}: it must be unique"
                 yield DUPLICATE, manifest, f"{where}.volumeMounts[{mount.get('name')}]", message
             mount_paths.add(mount_path)
-        for variable in container.get("env") or []:
+        for variable in items(container.get("env")):
             env_name = str(variable.get("name", ""))
             if not ENV_VAR_NAME.fullmatch(env_name):
                 message = (
@@ -241,7 +240,7 @@ def _pod(manifest: Manifest, path: str, pod: dict[str, Any]) -> Iterator[Finding
                 )
                 yield ENV_NAME, manifest, f"{where}.env[{env_name}]", message
     volume_names: set[str] = set()
-    for volume in pod.get("volumes") or []:
+    for volume in items(pod.get("volumes")):
         volume_name = str(volume.get("name", ""))
         field = f"{path}.volumes[{volume_name}]"
         if message := _pattern_error(volume_name, DNS1123_LABEL, "volume name, a DNS-1123 label", 63):
@@ -249,7 +248,7 @@ def _pod(manifest: Manifest, path: str, pod: dict[str, Any]) -> Iterator[Finding
         if volume_name in volume_names:
             yield DUPLICATE, manifest, field, f"two volumes of the pod are named {volume_name!r}"
         volume_names.add(volume_name)
-        size = (volume.get("emptyDir") or {}).get("sizeLimit")
+        size = mapping(volume.get("emptyDir")).get("sizeLimit")
         if size is not None and (message := quantity_error(size)):
             yield QUANTITY, manifest, f"{field}.emptyDir.sizeLimit", message
     yield from _restart_policy(manifest, path, pod)
@@ -289,7 +288,7 @@ def _resources(manifest: Manifest, where: str, resources: dict[str, Any]) -> Ite
 
 
 def _storage(manifest: Manifest) -> Iterator[Finding]:
-    spec = manifest.obj.get("spec") or {}
+    spec = mapping(manifest.obj.get("spec"))
     places: list[tuple[str, Any]] = []
     if manifest.kind == "PersistentVolumeClaim":
         places.append(("spec.resources.requests", get(spec, "resources.requests")))
@@ -297,8 +296,8 @@ def _storage(manifest: Manifest) -> Iterator[Finding]:
     elif manifest.kind == "PersistentVolume":
         places.append(("spec.capacity", spec.get("capacity")))
     elif manifest.kind == "StatefulSet":
-        for claim in spec.get("volumeClaimTemplates") or []:
-            name = (claim.get("metadata") or {}).get("name")
+        for claim in items(spec.get("volumeClaimTemplates")):
+            name = mapping(claim.get("metadata")).get("name")
             places.append(
                 (
                     f"spec.volumeClaimTemplates[{name}].spec.resources.requests",
@@ -306,13 +305,14 @@ def _storage(manifest: Manifest) -> Iterator[Finding]:
                 )
             )
     for field, values in places:
-        for resource, value in (values or {}).items() if isinstance(values, dict) else ():
+        for resource, value in mapping(values).items():
             if message := quantity_error(value):
                 yield QUANTITY, manifest, f"{field}.{resource}", message
 
 
 def _restart_policy(manifest: Manifest, path: str, pod: dict[str, Any]) -> Iterator[Finding]:
     policy = pod.get("restartPolicy")
+    policy = policy if policy is None else str(policy)
     field = f"{path}.restartPolicy"
     if manifest.kind in {"Job", "CronJob"}:
         if policy not in {"Never", "OnFailure"}:
@@ -324,9 +324,9 @@ def _restart_policy(manifest: Manifest, path: str, pod: dict[str, Any]) -> Itera
 
 
 def _selector(manifest: Manifest) -> Iterator[Finding]:
-    spec = manifest.obj.get("spec") or {}
-    selector = spec.get("selector")
-    labels = get(manifest.obj, "spec.template.metadata.labels") or {}
+    spec = mapping(manifest.obj.get("spec"))
+    selector = mapping(spec.get("selector"))
+    labels = mapping(get(manifest.obj, "spec.template.metadata.labels"))
     if manifest.kind == "Job" and not spec.get("manualSelector"):
         return  # the Job controller generates its selector
     if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
@@ -352,7 +352,7 @@ def _percent_or_int(value: Any) -> tuple[int, bool] | None:
 
 
 def _disruption_budget(manifest: Manifest) -> Iterator[Finding]:
-    spec = manifest.obj.get("spec") or {}
+    spec = mapping(manifest.obj.get("spec"))
     if "minAvailable" in spec and "maxUnavailable" in spec:
         message = "minAvailable and maxUnavailable cannot both be set: keep one"
         yield DISRUPTION_BUDGET, manifest, "spec.maxUnavailable", message
@@ -366,9 +366,9 @@ def _disruption_budget(manifest: Manifest) -> Iterator[Finding]:
 
 
 def _service(manifest: Manifest) -> Iterator[Finding]:
-    spec = manifest.obj.get("spec") or {}
-    ports = spec.get("ports") or []
-    service_type = spec.get("type") or "ClusterIP"
+    spec = mapping(manifest.obj.get("spec"))
+    ports = items(spec.get("ports"))
+    service_type = str(spec.get("type") or "ClusterIP")
     names: set[str] = set()
     numbers: set[tuple[Any, str]] = set()
     for index, port in enumerate(ports):
@@ -379,10 +379,10 @@ def _service(manifest: Manifest) -> Iterator[Finding]:
         if name is not None:
             if message := _pattern_error(str(name), DNS1123_LABEL, "Service port name, a DNS-1123 label", 63):
                 yield INVALID_NAME, manifest, f"{field}.name", message
-            if name in names:
+            if str(name) in names:
                 yield SERVICE_PORTS, manifest, f"{field}.name", f"two ports are named {name!r}"
             names.add(str(name))
-        key = (port.get("port"), str(port.get("protocol") or "TCP"))
+        key = (str(port.get("port")), str(port.get("protocol") or "TCP"))
         if key in numbers:
             yield SERVICE_PORTS, manifest, f"{field}.port", f"port {key[0]}/{key[1]} is listed twice"
         numbers.add(key)
@@ -407,14 +407,14 @@ def _service(manifest: Manifest) -> Iterator[Finding]:
 
 
 def _strategy(manifest: Manifest) -> Iterator[Finding]:
-    strategy = get(manifest.obj, "spec.strategy") or {}
+    strategy = mapping(get(manifest.obj, "spec.strategy"))
     rolling = strategy.get("rollingUpdate")
     if strategy.get("type") == "Recreate":
         if rolling is not None:
             message = "rollingUpdate may not be set when the strategy type is Recreate"
             yield ROLLOUT_STRATEGY, manifest, "spec.strategy.rollingUpdate", message
         return
-    rolling = rolling or {}
+    rolling = mapping(rolling)
     surge = _percent_or_int(rolling.get("maxSurge", "25%"))
     unavailable = _percent_or_int(rolling.get("maxUnavailable", "25%"))
     for key, parsed in (("maxSurge", surge), ("maxUnavailable", unavailable)):

@@ -27,7 +27,7 @@ from ...manifests import Manifest
 from .. import netpol, workloads
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay
-from ..workloads import Finding, Workload
+from ..workloads import Finding, Workload, items, mapping
 
 NAME = "availability"
 DRAIN_BLOCKED = f"{NAME}/drain-blocked"
@@ -69,7 +69,7 @@ def cluster_nodes(root: Path, overlay: str) -> tuple[Manifest, int] | None:
     if not isinstance(config, dict) or config.get("kind") != "Cluster":
         return None
     nodes = config.get("nodes") or [{"role": "control-plane"}]
-    workers = sum(1 for node in nodes if (node or {}).get("role") == "worker")
+    workers = sum(1 for node in nodes if mapping(node).get("role") == "worker")
     # Named like an object in reports: Cluster/<its name, or the overlay's>.
     named = {**config, "metadata": {"name": config.get("name") or overlay}}
     manifest = Manifest(f"kube/{overlay}-cluster.yaml", named)
@@ -90,7 +90,7 @@ def _value(value: Any, total: int, round_up: bool) -> int | None:
 
 def allowed_disruptions(budget: Manifest, expected: int) -> int | None:
     """Evictions the budget allows with every pod healthy (the disruption controller's arithmetic)."""
-    spec = budget.obj.get("spec") or {}
+    spec = mapping(budget.obj.get("spec"))
     if "maxUnavailable" in spec:
         value = _value(spec["maxUnavailable"], expected, round_up=True)
         return None if value is None else min(value, expected)
@@ -102,10 +102,10 @@ def allowed_disruptions(budget: Manifest, expected: int) -> int | None:
 
 def rollout_unavailable(workload: Workload) -> tuple[int, int] | None:
     """(maxSurge, maxUnavailable) of a Deployment's rolling update, resolved at its replicas."""
-    strategy = (workload.manifest.obj.get("spec") or {}).get("strategy") or {}
+    strategy = mapping(mapping(workload.manifest.obj.get("spec")).get("strategy"))
     if strategy.get("type") == "Recreate":
         return None
-    rolling = strategy.get("rollingUpdate") or {}
+    rolling = mapping(strategy.get("rollingUpdate"))
     replicas = workloads.replicas(workload)
     surge = _value(rolling.get("maxSurge", "25%"), replicas, round_up=True) or 0
     unavailable = _value(rolling.get("maxUnavailable", "25%"), replicas, round_up=False) or 0
@@ -124,38 +124,38 @@ def _own_pods_term(workload: Workload, term: dict[str, Any]) -> bool:
 
 def spread(workload: Workload) -> str | None:
     """'required' or 'preferred' if the pods keep apart per node, else None."""
-    affinity = ((workload.pod.get("affinity") or {}).get("podAntiAffinity")) or {}
+    affinity = mapping(mapping(workload.pod.get("affinity")).get("podAntiAffinity"))
     if any(
         _own_pods_term(workload, t)
-        for t in affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or []
+        for t in items(affinity.get("requiredDuringSchedulingIgnoredDuringExecution"))
     ):
         return "required"
     constraints = [
-        c for c in workload.pod.get("topologySpreadConstraints") or [] if _own_pods_term(workload, c)
+        c for c in items(workload.pod.get("topologySpreadConstraints")) if _own_pods_term(workload, c)
     ]
     if any(c.get("whenUnsatisfiable") == "DoNotSchedule" and c.get("maxSkew") == 1 for c in constraints):
         return "spread"
-    preferred = affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []
-    if constraints or any(_own_pods_term(workload, (t.get("podAffinityTerm") or {})) for t in preferred):
+    preferred = items(affinity.get("preferredDuringSchedulingIgnoredDuringExecution"))
+    if constraints or any(_own_pods_term(workload, mapping(t.get("podAffinityTerm"))) for t in preferred):
         return "preferred"
     return None
 
 
 def findings(objects: list[Manifest], cluster: tuple[Manifest, int] | None) -> Iterator[Finding]:
-    items = [
+    pod_makers = [
         w
         for w in workloads.workloads(objects)
         if w.manifest.kind in {"Deployment", "StatefulSet", "ReplicaSet"}
     ]
     nodes = cluster[1] if cluster else None
     for budget in (m for m in objects if m.kind == "PodDisruptionBudget"):
-        selector = (budget.obj.get("spec") or {}).get("selector")
-        covered = [w for w in items if selector and netpol.selector_matches(selector, w.labels)]
+        selector = mapping(budget.obj.get("spec")).get("selector")
+        covered = [w for w in pod_makers if selector and netpol.selector_matches(selector, w.labels)]
         if not covered:
             continue  # wiring reports a budget that selects nothing
         expected = sum(workloads.replicas(w) for w in covered)
         allowed = allowed_disruptions(budget, expected)
-        spec = budget.obj.get("spec") or {}
+        spec = mapping(budget.obj.get("spec"))
         field = "spec.maxUnavailable" if "maxUnavailable" in spec else "spec.minAvailable"
         names = ", ".join(w.manifest.ref for w in covered)
         if allowed is not None and allowed <= 0:

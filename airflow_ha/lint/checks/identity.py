@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ... import manifests
 from ...manifests import Manifest
 from .. import workloads
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay
-from ..workloads import Finding, Workload
+from ..workloads import Finding, Workload, items, mapping
 
 NAME = "identity"
 NO_TOKEN = f"{NAME}/no-token"
@@ -43,8 +42,8 @@ def token(workload: Workload, accounts: dict[str, Manifest]) -> tuple[bool, Mani
     field = f"{workload.pod_path}.automountServiceAccountToken"
     projected = any(
         source.get("serviceAccountToken")
-        for volume in pod.get("volumes") or []
-        for source in (volume.get("projected") or {}).get("sources") or []
+        for volume in items(pod.get("volumes"))
+        for source in items(mapping(volume.get("projected")).get("sources"))
     )
     if projected:
         return (
@@ -77,11 +76,11 @@ def token(workload: Workload, accounts: dict[str, Manifest]) -> tuple[bool, Mani
 
 
 def findings(objects: list[Manifest], template: Manifest | None) -> Iterator[Finding]:
-    items = list(workloads.workloads(objects, template))
+    pod_makers = list(workloads.workloads(objects, template))
     accounts = {m.name: m for m in objects if m.kind == "ServiceAccount"}
     bound = workloads.api_callers(objects)
-    executors = workloads.executor_workloads(items, manifests.airflow_config(objects))
-    for workload in items:
+    executors = workloads.executor_workloads(pod_makers, workloads.airflow_config(objects))
+    for workload in pod_makers:
         account = workloads.service_account(workload)
         reasons = []
         if account in bound:

@@ -32,7 +32,7 @@ from .. import netpol, workloads
 from ..netpol import Endpoint, Verdict
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay, render_target
-from ..workloads import Finding, Workload
+from ..workloads import Finding, Workload, items, mapping
 
 NAME = "reachability"
 DENIED = f"{NAME}/required-flow-denied"
@@ -95,7 +95,7 @@ class Judged:
 
 def namespace_of(objects: list[Manifest]) -> str:
     """The namespace the overlay deploys to: the one most of its objects name."""
-    counted = Counter(m.namespace for m in objects if m.namespace)
+    counted = Counter(m.namespace for m in objects if isinstance(m.namespace, str) and m.namespace)
     return counted.most_common(1)[0][0] if counted else "default"
 
 
@@ -117,18 +117,18 @@ def endpoint(workload: Workload, namespace: str, namespace_labels: dict[str, str
 
 
 def _behind_service(
-    objects: list[Manifest], items: list[Workload], host: str, port: int
+    objects: list[Manifest], pod_makers: list[Workload], host: str, port: int
 ) -> tuple[list[Workload], int, str] | None:
     """The workloads a Service host:port sends to, and the pod port it sends to."""
     service = manifests.find(objects, "Service", host.split(".")[0])
     if service is None:
         return None
-    spec = service.obj.get("spec") or {}
-    selector = spec.get("selector") or {}
-    service_port = next((p for p in spec.get("ports") or [] if p.get("port") == port), None)
+    spec = mapping(service.obj.get("spec"))
+    selector = mapping(spec.get("selector"))
+    service_port = next((p for p in items(spec.get("ports")) if p.get("port") == port), None)
     if not selector or service_port is None:
         return None  # the wiring check reports both
-    behind = [w for w in items if w.manifest.kind != "Pod" and selector.items() <= w.labels.items()]
+    behind = [w for w in pod_makers if w.manifest.kind != "Pod" and selector.items() <= w.labels.items()]
     if not behind:
         return None
     target = service_port.get("targetPort", port)
@@ -138,23 +138,25 @@ def _behind_service(
         if named is None:
             return None  # wiring: targetPort is not a named port
         target = named[0]
-    return behind, int(target), protocol
+    if not isinstance(target, int):
+        return None  # kubernetes-validate reports its type
+    return behind, target, protocol
 
 
 def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
     """Every connection that must be allowed, then every one that must be denied."""
     namespace = namespace_of(objects)
     namespace_labels = _namespace_labels(objects, namespace)
-    items = list(workloads.workloads(objects, template))
-    ends = {id(w): endpoint(w, namespace, namespace_labels) for w in items}
-    config = manifests.airflow_config(objects)
+    pod_makers = list(workloads.workloads(objects, template))
+    ends = {id(w): endpoint(w, namespace, namespace_labels) for w in pod_makers}
+    config = workloads.airflow_config(objects)
     required: list[Flow] = []
     resolves_names: list[Workload] = []
 
-    worker = workloads.worker(items)
+    worker = workloads.worker(pod_makers)
     url = urlsplit(config.get(EXECUTION_API_KEY) or "")
     execution_api = (
-        _behind_service(objects, items, url.hostname, url.port or (443 if url.scheme == "https" else 80))
+        _behind_service(objects, pod_makers, url.hostname, url.port or (443 if url.scheme == "https" else 80))
         if url.hostname
         else None
     )
@@ -166,7 +168,7 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
             )
         resolves_names.append(worker)
 
-    database = _behind_service(objects, items, generated.DATABASE_HOST, generated.DATABASE_PORT)
+    database = _behind_service(objects, pod_makers, generated.DATABASE_HOST, generated.DATABASE_PORT)
     forbidden: list[Flow] = []
     if database:
         behind, port, protocol = database
@@ -177,7 +179,7 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
             {netpol.NAMESPACE_NAME_LABEL: OTHER_NAMESPACE},
         )
         for target in behind:
-            for source in items:
+            for source in pod_makers:
                 if source in behind:
                     continue
                 uses_database = generated.METADATA_SECRET in workloads.secrets_read(source.pod)
@@ -196,8 +198,8 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
                 Flow(other, ends[id(target)], ((port, protocol),), "database, from outside", False, target)
             )
 
-    api_servers = [w for w in items if w.component == "api-server" and w.manifest.kind != "Pod"]
-    triggerers = [w for w in items if w.component == "triggerer" and w.manifest.kind != "Pod"]
+    api_servers = [w for w in pod_makers if w.component == "api-server" and w.manifest.kind != "Pod"]
+    triggerers = [w for w in pod_makers if w.component == "triggerer" and w.manifest.kind != "Pod"]
     log_port = workloads.trigger_log_port(config)
     for source in api_servers:
         for target in triggerers:
@@ -212,8 +214,8 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
         required.append(Flow(ends[id(source)], DNS, DNS_PORTS, "DNS", True))
 
     callers = workloads.api_callers(objects)
-    talkers = [w for w in items if workloads.service_account(w) in callers]
-    talkers += [w for w in workloads.executor_workloads(items, config) if w not in talkers]
+    talkers = [w for w in pod_makers if workloads.service_account(w) in callers]
+    talkers += [w for w in workloads.executor_workloads(pod_makers, config) if w not in talkers]
     for source in talkers:
         required.append(Flow(ends[id(source)], KUBERNETES_API, KUBERNETES_API_PORTS, "Kubernetes API", True))
     return required + forbidden
