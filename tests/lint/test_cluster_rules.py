@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import copy
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_ha import REPO_ROOT, manifests
+from airflow_ha.console import Failure, console
 from airflow_ha.lint import workloads
 from airflow_ha.lint.checks import admission, availability, identity, reachability
 from airflow_ha.manifests import Manifest
+
+from .repo import copy_repository, edit
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +266,31 @@ def test_a_field_of_the_wrong_shape_never_crashes_a_cluster_rule(rendered: list[
         list(admission.findings([*broken, *([template] if template else [])]))
         list(availability.findings(broken, cluster))
         list(identity.findings(broken, template))
+
+
+@pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Table cells on one line each, whatever the terminal of the test run."""
+    monkeypatch.setattr(console, "width", 200)
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_lint_flows_prints_each_flow_and_its_verdict(capsys: pytest.CaptureFixture[str]) -> None:
+    """`invoke lint --flows` on the repository (real kustomize)."""
+    reachability.show_flows(root=REPO_ROOT)
+
+    output = capsys.readouterr().out
+    assert "worker pods" in output and "Execution API" in output
+    assert "DENIED" not in output and "ALLOWED" not in output
+
+
+@pytest.mark.usefixtures("wide_console")
+def test_lint_flows_fails_on_a_denied_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`invoke lint --flows` on a copy whose api-server policy opens the wrong port."""
+    root = copy_repository(tmp_path)
+    edit(root / "kube/base/network-policies.yaml", "- port: 8080", "- port: 8081")
+
+    with pytest.raises(Failure, match="a flow above is wrong"):
+        reachability.show_flows(root=root)
+
+    assert "DENIED by NetworkPolicy/airflow-api-server" in capsys.readouterr().out
