@@ -18,6 +18,7 @@ from airflow_ha import image, tools
 from airflow_ha import smoke as smoking
 from airflow_ha.console import Failure
 from airflow_ha.lint import gate
+from airflow_ha.lint.checks import reachability
 
 CONTEXT_HELP = (
     "Kube context to use. Default: the project's kind cluster; any other context must be named here."
@@ -40,12 +41,18 @@ def image_reference(c: Context, tag: str) -> str:
     help={
         "overlay": "Check only this overlay (kind or okteto). Default: every overlay.",
         "list_rules": "List every rule ID with what it catches, and check nothing.",
+        "flows": "Print the network flows the deployment needs (and those it must not allow) with the "
+        "NetworkPolicies' verdict on each, and check nothing else; fails if one is wrong.",
     }
 )
-def lint(c: Context, overlay: str = "", list_rules: bool = False) -> None:
+def lint(c: Context, overlay: str = "", list_rules: bool = False, flows: bool = False) -> None:
     """Check the manifests before anything touches a cluster: exits non-zero on any problem."""
     if list_rules:
         gate.list_rules()
+        return
+    if flows:
+        with exit_on_failure():
+            reachability.show_flows([overlay] if overlay else None)
         return
     with exit_on_failure():
         tools.put_on_path(tools.kubectl(), tools.checkov())  # kustomize renders, checkov scans

@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from .checks import airflow, checkov, kubernetes_validate, kustomize, rbac, schemas, wiring, yamllint
+from .checks import (
+    admission,
+    airflow,
+    availability,
+    checkov,
+    identity,
+    kubernetes_validate,
+    kustomize,
+    rbac,
+    reachability,
+    schemas,
+    wiring,
+    yamllint,
+)
 
 CHECKS: tuple[ModuleType, ...] = (
     kustomize,
@@ -20,6 +33,10 @@ CHECKS: tuple[ModuleType, ...] = (
     schemas,
     wiring,
     rbac,
+    reachability,
+    admission,
+    availability,
+    identity,
     yamllint,
 )
 
