@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ... import REPO_ROOT, manifests
-from ... import secrets as generated
+from ... import generated_secrets as generated
 from ...console import Failure, console
 from ...manifests import Manifest
 from .. import netpol, workloads
