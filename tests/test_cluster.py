@@ -445,61 +445,25 @@ def test_the_e2e_inventory_check_fails_on_an_empty_inventory(monkeypatch):
         test_kind.deployed_inventory(kubeapi.Kube(context="kind-airflow-ha", dynamic=None, core=None))
 
 
-# NetworkPolicy: who may reach whom
+# NetworkPolicy: who may reach whom, judged by the lint gate's evaluator
 
 
-def allowed(
-    policies: list[manifests.Manifest], source: dict[str, str], target: dict[str, str], port: int
-) -> bool:
-    """Whether ingress from a pod labelled ``source`` to ``target`` on ``port`` is allowed (one namespace)."""
+def test_the_api_server_reaches_the_triggerers_log_server_only_through_its_policy():
+    """The rendered kind overlay, judged with Kubernetes' NetworkPolicy semantics (no cluster)."""
+    from airflow_ha.lint.checks import reachability
 
-    def selects(selector: dict, labels: dict[str, str]) -> bool:
-        if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-            return False
-        for expression in selector.get("matchExpressions") or []:
-            value = labels.get(expression["key"])
-            if expression["operator"] == "In" and value not in expression["values"]:
-                return False
-            if expression["operator"] == "NotIn" and value in expression["values"]:
-                return False
-        return True
+    objects = manifests.render("kind")
+    template = manifests.pod_template(objects)
 
-    isolating = [p for p in policies if selects(p.obj["spec"]["podSelector"], target)]
-    if not isolating:
-        return True
-    for policy in isolating:
-        for rule in policy.obj["spec"].get("ingress") or []:
-            peers = rule.get("from")
-            ports = rule.get("ports")
-            peer_ok = peers is None or any(
-                "podSelector" in peer and selects(peer["podSelector"], source) for peer in peers
-            )
-            port_ok = ports is None or any(p.get("port") == port for p in ports)
-            if peer_ok and port_ok:
-                return True
-    return False
+    def triggerer_logs(objects: list[manifests.Manifest]) -> reachability.Judged:
+        judged = [j for j in reachability.judge(objects, template) if j.flow.purpose == "triggerer logs"]
+        assert len(judged) == 1, [j.flow.purpose for j in reachability.judge(objects, template)]
+        return judged[0]
 
-
-def pod(component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "airflow", "app.kubernetes.io/component": component}
-
-
-def test_the_api_server_reaches_the_triggerers_log_server_and_nobody_else_does():
-    policies = [m for m in manifests.render("kind") if m.kind == "NetworkPolicy"]
-    worker = {"kubernetes_executor": "True", **pod("worker")}
-
-    assert allowed(policies, pod("api-server"), pod("triggerer"), 8794)
-    assert not allowed(policies, worker, pod("triggerer"), 8794)
-    assert not allowed(policies, pod("scheduler"), pod("triggerer"), 8794)
-    assert not allowed(policies, pod("api-server"), pod("triggerer"), 8793)
-    # The paths that were open before stay open, and the database stays closed to workers.
-    assert allowed(policies, worker, pod("api-server"), 8080)
-    assert not allowed(
-        policies,
-        worker,
-        {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/component": "database"},
-        5432,
-    )
+    assert triggerer_logs(objects).flow.required
+    assert triggerer_logs(objects).allowed
+    without = [m for m in objects if (m.kind, m.name) != ("NetworkPolicy", "airflow-triggerer")]
+    assert not triggerer_logs(without).allowed
 
 
 def test_e2e_skips_only_without_a_docker_daemon(tmp_path, monkeypatch):
