@@ -12,11 +12,12 @@ from contextlib import contextmanager
 
 from invoke import Collection, Context, Exit, task
 
-from airflow_ha import checks, image
 from airflow_ha import cluster as clusters
 from airflow_ha import deploy as deploying
+from airflow_ha import image
 from airflow_ha import smoke as smoking
 from airflow_ha.console import Failure
+from airflow_ha.lint import gate
 
 CONTEXT_HELP = (
     "Kube context to use. Default: the project's kind cluster; any other context must be named here."
@@ -38,12 +39,16 @@ def image_reference(c: Context, tag: str) -> str:
 @task(
     help={
         "overlay": "Check only this overlay (kind or okteto). Default: every overlay.",
+        "list_rules": "List every rule ID with what it catches, and check nothing.",
     }
 )
-def lint(c: Context, overlay: str = "") -> None:
+def lint(c: Context, overlay: str = "", list_rules: bool = False) -> None:
     """Check the manifests before anything touches a cluster: exits non-zero on any problem."""
+    if list_rules:
+        gate.list_rules()
+        return
     with exit_on_failure():
-        checks.lint(
+        gate.lint(
             overlays=[overlay] if overlay else None,
             kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
         )

@@ -1,7 +1,7 @@
 """Build, lint, deploy and smoke-test highly available Airflow 3 on Kubernetes.
 
 tasks.py parses arguments; each module here owns one responsibility:
-image, manifests, checks, secrets, cluster, deploy and smoke.
+image, manifests, lint (the lint gate, a package), secrets, cluster, deploy and smoke.
 """
 
 from pathlib import Path

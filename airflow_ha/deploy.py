@@ -19,9 +19,10 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from rich.status import Status
 from rich.table import Table
 
-from . import PART_OF, PART_OF_LABEL, checks, cluster, image, manifests
+from . import PART_OF, PART_OF_LABEL, cluster, image, manifests
 from . import secrets as generated
 from .console import Failure, console
+from .lint import gate
 from .manifests import Manifest
 
 FIELD_MANAGER = "airflow-ha"
@@ -113,7 +114,7 @@ def deploy(
         )
     # The gate runs before anything is built or touched.
     with console.status(f"lint gate: checking overlay {overlay!r}"):
-        checks.lint(overlays=[overlay], kubernetes_versions=kubernetes_versions)
+        gate.lint(overlays=[overlay], kubernetes_versions=kubernetes_versions)
     console.print(f"[green]✓[/] lint gate passed for overlay {overlay!r}")
     if build:
         image.build_image(reference=reference, base_image=base_image, no_cache=False, ca_bundle=None)

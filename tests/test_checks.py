@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ha import REPO_ROOT, checks
-from airflow_ha.checks import Problem
+from airflow_ha import REPO_ROOT
 from airflow_ha.console import Failure
+from airflow_ha.lint import gate as checks
+from airflow_ha.lint import registry
+from airflow_ha.lint.checks import rbac
+from airflow_ha.lint.problems import Problem
 
 LINTED = ("kube", "dags", "schemas", "docker/Dockerfile", ".yamllint", "invoke.yaml", "okteto-pipeline.yml")
 PROVIDER_EXECUTORS = "airflow/providers/cncf/kubernetes/executors"
@@ -63,7 +66,7 @@ def test_the_repository_lints_clean(capsys: pytest.CaptureFixture[str]) -> None:
 
     output = capsys.readouterr().out
     assert "✗" not in output
-    for name in checks.CHECKS:
+    for name in registry.names():
         assert re.search(rf"{name}\s+│\s+0 │", output), f"no row for {name} in the summary table:\n{output}"
 
 
@@ -559,4 +562,4 @@ def test_executor_rules_match_the_provider_code() -> None:
     if re.search(r"watcher\.stream\(kube_client\.list_namespaced_pod", source):
         used["pods"].add("watch")
 
-    assert used == {resource: set(verbs) for resource, verbs in checks.EXECUTOR_RULES.items()}
+    assert used == {resource: set(verbs) for resource, verbs in rbac.EXECUTOR_RULES.items()}

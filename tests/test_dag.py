@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_ha import REPO_ROOT, checks
+from airflow_ha import REPO_ROOT
+from airflow_ha.lint import environment
 
 DAG_ID = "smoke_kubernetes_executor"
 
@@ -22,8 +23,8 @@ DAG_ID = "smoke_kubernetes_executor"
 @pytest.fixture
 def airflow_home(tmp_path: Path) -> dict[str, str]:
     """The environment of an Airflow with a migrated SQLite database and the repository's DAGs."""
-    shutil.copy(checks.migrated_database(), tmp_path / "airflow.db")
-    return checks.airflow_env(tmp_path) | {
+    shutil.copy(environment.migrated_database(), tmp_path / "airflow.db")
+    return environment.airflow_env(tmp_path) | {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

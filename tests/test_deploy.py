@@ -704,12 +704,13 @@ class Recorder:
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, results: dict[str, Any] | None = None):
-        from airflow_ha import checks, image
+        from airflow_ha import image
+        from airflow_ha.lint import gate
 
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.results = results or {}
         for module, name in [
-            (checks, "lint"),
+            (gate, "lint"),
             (image, "build_image"),
             (image, "push_image"),
             (cluster, "ensure_kind_cluster"),

@@ -1,0 +1,1 @@
+"""The checks of the lint gate, one module each: NAME, RULES (rule ID -> what it catches) and run()."""
