@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from .checks import airflow, checkov, kubernetes_validate, kustomize, rbac, schemas, wiring, yamllint
+from .checks import airflow, budget, checkov, kubernetes_validate, kustomize, rbac, schemas, wiring, yamllint
 
 CHECKS: tuple[ModuleType, ...] = (
     kustomize,
@@ -20,6 +20,7 @@ CHECKS: tuple[ModuleType, ...] = (
     schemas,
     wiring,
     rbac,
+    budget,
     yamllint,
 )
 
