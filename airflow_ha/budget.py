@@ -98,7 +98,9 @@ def quantity(value: object, name: str) -> Decimal:
     try:
         parsed: Decimal = parse_quantity(value)
     except ValueError:
-        raise BudgetError(name, f"{name}: {value!r} is not a Kubernetes quantity (500m, 2, 768Mi, 8Gi)") from None
+        raise BudgetError(
+            name, f"{name}: {value!r} is not a Kubernetes quantity (500m, 2, 768Mi, 8Gi)"
+        ) from None
     return parsed
 
 

@@ -19,11 +19,20 @@ MI = 2**20
 
 
 def container(name: str, cpu: str, memory: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}, **extra}
+    return {
+        "name": name,
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
+        **extra,
+    }
 
 
-def deployment(name: str, replicas: int, *containers: dict[str, Any], strategy: Any = None, init: Any = ()) -> dict[str, Any]:
-    spec: dict[str, Any] = {"replicas": replicas, "template": {"spec": {"containers": list(containers), "initContainers": list(init)}}}
+def deployment(
+    name: str, replicas: int, *containers: dict[str, Any], strategy: Any = None, init: Any = ()
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "template": {"spec": {"containers": list(containers), "initContainers": list(init)}},
+    }
     if strategy is not None:
         spec["strategy"] = strategy
     return {"kind": "Deployment", "metadata": {"name": name}, "spec": spec}
@@ -75,8 +84,16 @@ def test_usage_adds_replicas_and_workers_and_only_the_largest_temporary_extra():
     objects = [
         deployment("api", 2, container("api", "500m", "512Mi")),  # surge 1 x 512Mi
         deployment("big", 1, container("big", "1", "1Gi"), strategy={"type": "Recreate"}),
-        {"kind": "StatefulSet", "metadata": {"name": "db"}, "spec": {"replicas": 1, "template": {"spec": {"containers": [container("db", "250m", "256Mi")]}}}},
-        {"kind": "Job", "metadata": {"name": "migrate"}, "spec": {"template": {"spec": {"containers": [container("m", "1", "768Mi")]}}}},
+        {
+            "kind": "StatefulSet",
+            "metadata": {"name": "db"},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [container("db", "250m", "256Mi")]}}},
+        },
+        {
+            "kind": "Job",
+            "metadata": {"name": "migrate"},
+            "spec": {"template": {"spec": {"containers": [container("m", "1", "768Mi")]}}},
+        },
         {"kind": "ConfigMap", "metadata": {"name": "ignored"}},
     ]
     worker = {"metadata": {"name": "worker"}, "spec": {"containers": [container("base", "400m", "512Mi")]}}
@@ -110,7 +127,11 @@ def test_a_budget_file_reads_every_field(tmp_path: Path):
     ("text", "field", "message"),
     [
         ("memory: 8Gi\npods: 10\nworker_pods: 1\n", "cpu", "cpu is required"),
-        ('cpu: "4"\nmemory: lots\npods: 10\nworker_pods: 1\n', "memory", "'lots' is not a Kubernetes quantity"),
+        (
+            'cpu: "4"\nmemory: lots\npods: 10\nworker_pods: 1\n',
+            "memory",
+            "'lots' is not a Kubernetes quantity",
+        ),
         ('cpu: "4"\nmemory: 8Gi\npods: ten\nworker_pods: 1\n', "pods", "pods must be a whole number"),
         ('cpu: "4"\nmemory: 8Gi\npods: 10\nworker_pods: 1\nnodes: 3\n', "nodes", "unknown field 'nodes'"),
         ("- cpu\n", "", "must be a mapping"),

@@ -20,7 +20,7 @@ LOGS_NODE_LABEL = "airflow-ha/logs-node"
 
 
 def without_okteto_changes(template: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """The okteto template with its declared changes undone: the logs-node label and affinity, the CPU limit."""
+    """The okteto template with its declared changes undone: logs-node label and affinity, CPU limit."""
     undone = copy.deepcopy(template)
     undone["metadata"]["labels"].pop(LOGS_NODE_LABEL, None)
     undone["spec"].pop("affinity", None)
@@ -90,9 +90,14 @@ def test_every_pod_that_mounts_the_okteto_logs_claim_is_required_onto_its_node()
     mounting = []
     for manifest in [*rendered, template]:
         for _, spec in manifests.pod_specs(manifest):
-            if any((v.get("persistentVolumeClaim") or {}).get("claimName") == "airflow-logs" for v in spec.get("volumes") or []):
+            if any(
+                (v.get("persistentVolumeClaim") or {}).get("claimName") == "airflow-logs"
+                for v in spec.get("volumes") or []
+            ):
                 labels = (
-                    manifest.labels if manifest.kind == "Pod" else manifest.obj["spec"]["template"]["metadata"]["labels"]
+                    manifest.labels
+                    if manifest.kind == "Pod"
+                    else manifest.obj["spec"]["template"]["metadata"]["labels"]
                 )
                 mounting.append((manifest.ref, labels, spec))
 

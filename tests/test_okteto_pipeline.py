@@ -92,7 +92,9 @@ def test_the_deploy_deploys_the_image_okteto_built_under_its_commit_tag():
     assert pipeline()["build"]["airflow"]["image"].endswith(":${OKTETO_GIT_COMMIT}")
     assert deploy[deploy.index("--tag") + 1] == "$OKTETO_GIT_COMMIT"
     assert "--skip-build" in deploy
-    assert 'INVOKE_IMAGE_REPOSITORY="$OKTETO_BUILD_AIRFLOW_REGISTRY/$OKTETO_BUILD_AIRFLOW_REPOSITORY"' in command
+    assert (
+        'INVOKE_IMAGE_REPOSITORY="$OKTETO_BUILD_AIRFLOW_REGISTRY/$OKTETO_BUILD_AIRFLOW_REPOSITORY"' in command
+    )
 
 
 def test_the_pipeline_deploys_and_smoke_tests_with_invoke():

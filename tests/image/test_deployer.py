@@ -42,7 +42,10 @@ def deployer_image(docker_client: DockerClient, base_image: str, marked_ca_bundl
     settings = yaml.safe_load((REPO_ROOT / "invoke.yaml").read_text())["image"]
     reference = f"airflow-ha-deployer:{image.image_tag(settings['airflow_version'])}"
     image.build_image(
-        reference, base_image=base_image, ca_bundle=str(marked_ca_bundle), dockerfile=image.DEPLOYER_DOCKERFILE
+        reference,
+        base_image=base_image,
+        ca_bundle=str(marked_ca_bundle),
+        dockerfile=image.DEPLOYER_DOCKERFILE,
     )
     return reference
 
@@ -87,7 +90,9 @@ def shell(container: Container, command: str) -> Ran:
     return execute(container, "sh", "-c", command)
 
 
-def test_the_image_runs_as_a_non_root_user(docker_client: DockerClient, deployer_image: str, runner: Container):
+def test_the_image_runs_as_a_non_root_user(
+    docker_client: DockerClient, deployer_image: str, runner: Container
+):
     assert docker_client.images.get(deployer_image).attrs["Config"]["User"] == f"{DEPLOYER_UID}:0"
     assert shell(runner, "id -u").stdout.strip() == str(DEPLOYER_UID)
     assert shell(runner, "pwd").stdout.strip() == WORKDIR

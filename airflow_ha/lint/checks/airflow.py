@@ -43,7 +43,7 @@ RULES = {
     "airflow/deprecated-option": "an AIRFLOW__ setting deprecated in this Airflow version",
     "airflow/folder-unset": "no DAGS_FOLDER or BASE_LOG_FOLDER in the Airflow config",
     "airflow/dags-folder": "a DAGS_FOLDER that is not where docker/Dockerfile puts dags/",
-    "airflow/logs-claim-access": "a logs claim without ReadWriteMany whose pods are not all pinned to one node",
+    "airflow/logs-claim-access": "a logs claim without ReadWriteMany, its pods not all pinned to one node",
     "airflow/api-server-logs": "an api-server that does not mount the logs claim at the logs folder",
     "airflow/worker-pod-invalid": "a worker pod Airflow renders that the Kubernetes API rejects",
     "airflow/worker-image": "worker pods that do not run the scheduler's image",
@@ -324,13 +324,20 @@ def _pinned_to_one_node(rendered: Rendered, claim: str) -> bool:
         (spec, labels)
         for manifest in rendered.all
         for _, spec, labels in pods(manifest)
-        if any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim for v in spec.get("volumes") or [])
+        if any(
+            (v.get("persistentVolumeClaim") or {}).get("claimName") == claim
+            for v in spec.get("volumes") or []
+        )
     ]
 
     def pins(term: dict[str, Any]) -> bool:
         selector = term.get("labelSelector") or {}
         wanted = selector.get("matchLabels") or {}
-        if term.get("topologyKey") != "kubernetes.io/hostname" or selector.get("matchExpressions") or not wanted:
+        if (
+            term.get("topologyKey") != "kubernetes.io/hostname"
+            or selector.get("matchExpressions")
+            or not wanted
+        ):
             return False
         return all(all(labels.get(k) == v for k, v in wanted.items()) for _, labels in mounting)
 
@@ -353,8 +360,8 @@ def _logs_outlive_pods(rendered: Rendered, log_folder: str) -> Iterator[Problem]
     if claim is None:
         return  # reported on the rendered pods
     pvc = manifests.find(rendered.objects, "PersistentVolumeClaim", claim)
-    shared = "ReadWriteMany" in ((pvc.obj.get("spec") or {}).get("accessModes") or []) if pvc else True
-    if not shared and not _pinned_to_one_node(rendered, claim):
+    shared = pvc is None or "ReadWriteMany" in ((pvc.obj.get("spec") or {}).get("accessModes") or [])
+    if pvc is not None and not shared and not _pinned_to_one_node(rendered, claim):
         message = (
             "worker pods on any node and the api-server share this claim: it needs ReadWriteMany, or every "
             "pod that mounts it required onto one node by a pod affinity (see kube/overlays/okteto)"

@@ -83,7 +83,9 @@ def _budget(target: Target, rendered: Rendered, path: Path) -> Iterator[Problem]
         )
         yield Problem("budget/memory", file, message, field="memory")
     if usage.pods > declared.pods:
-        message = f"overlay {overlay}: {usage.pods} pods at once ({pods_text}), over its budget of {declared.pods}"
+        message = (
+            f"overlay {overlay}: {usage.pods} pods at once ({pods_text}), over its budget of {declared.pods}"
+        )
         yield Problem("budget/pods", file, f"{message}; {FIX}", field="pods")
 
 
@@ -91,7 +93,9 @@ def _unlimited(manifest: Manifest) -> Iterator[Problem]:
     for path, spec, _ in pods(manifest):
         for missing in budget.pod(spec).unlimited:
             container, _, resource = missing.partition(": ")
-            message = f"container {container} sets no {resource} limit, so the budget cannot count its pod: set one"
+            message = (
+                f"container {container} sets no {resource} limit, so the budget cannot count its pod: set one"
+            )
             yield at("budget/no-limit", manifest, f"{path}.containers", message)
 
 
@@ -106,8 +110,8 @@ def _pod_caps(overlay: str, manifest: Manifest, declared: budget.Budget) -> Iter
             if cap is not None and limits.get(resource) > cap:
                 show = budget.cpu_text if resource == "cpu" else budget.memory_text
                 message = (
-                    f"overlay {overlay}: this pod's {resource} limits come to {show(limits.get(resource))}, over "
-                    f"the per-pod cap of {show(cap)} (pod_{resource} in budget.yaml): lower them"
+                    f"overlay {overlay}: this pod's {resource} limits come to {show(limits.get(resource))}, "
+                    f"over the per-pod cap of {show(cap)} (pod_{resource} in budget.yaml): lower them"
                 )
                 yield at(rule, manifest, f"{path}.containers", message)
 
@@ -116,4 +120,6 @@ def _largest(usage: budget.Usage, resource: str) -> str:
     """The three biggest pods by this resource, so the message says where to cut."""
     show = budget.cpu_text if resource == "cpu" else budget.memory_text
     ranked = sorted(usage.shapes.items(), key=lambda item: item[1].limits.get(resource), reverse=True)
-    return "largest pods " + ", ".join(f"{ref} {show(shape.limits.get(resource))}" for ref, shape in ranked[:3])
+    return "largest pods " + ", ".join(
+        f"{ref} {show(shape.limits.get(resource))}" for ref, shape in ranked[:3]
+    )
