@@ -24,6 +24,7 @@ from ... import manifests
 from ... import secrets as generated
 from ...console import Failure
 from ...manifests import Manifest
+from .. import cache
 from ..environment import DATABASE_URL_KEY, airflow_env, migrated_database, tail
 from ..fields import field_path, get, pod, pods
 from ..problems import Problem, at
@@ -62,6 +63,26 @@ LOGICAL_DATE = "2026-01-01T00:00:00+00:00"
 
 
 def run(target: Target) -> Iterator[Problem]:
+    key = cache_key(target)
+    return iter(cache.cached(NAME, key, lambda: _run(target), transient={"airflow/did-not-run"}))
+
+
+def cache_key(target: Target) -> str:
+    """Everything the check reads: the rendered overlays, the DAGs, the Dockerfile, invoke.yaml,
+    the config files under kube/ (to name them), the installed Airflow and the gate's code."""
+    return cache.digest(
+        str(target.root),
+        cache.rendered(target),
+        cache.files(target.root, ["dags", "docker/Dockerfile", "invoke.yaml", "kube"]),
+        cache.package_versions(
+            "apache-airflow", "apache-airflow-providers-cncf-kubernetes", "kubernetes", "kubernetes-validate"
+        ),
+        sys.executable,
+        cache.gate_code(),
+    )
+
+
+def _run(target: Target) -> Iterator[Problem]:
     # Overlays that give Airflow the same config and pod template need one Airflow run.
     groups: dict[str, list[Rendered]] = {}
     for rendered in target.rendered:
@@ -116,7 +137,7 @@ def _airflow_view(target: Target, rendered: Rendered) -> Iterator[Problem]:
             file, resource, field = settings[key]
             yield Problem(rule, file, message, resource, field)
         if result.returncode != 0:
-            message = f"`airflow {' '.join(cli[:3])} {dag_id}` failed: {tail(result.stderr)}"
+            message = f"`airflow {' '.join(cli[:3])}` failed: {tail(result.stderr)}"
             yield Problem("airflow/did-not-run", "dags", message, template.ref)
             return
         rendered_pods = [

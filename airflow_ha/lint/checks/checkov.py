@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import cache
 from ..environment import python_env, tail
 from ..fields import field_path
 from ..problems import Problem
@@ -37,9 +38,31 @@ def run(target: Target) -> Iterator[Problem]:
         yield Problem("checkov/unavailable", "", f"checkov is not on PATH: {CHECKOV_INSTALL}")
         return
     checkov = os.path.abspath(checkov)  # PATH may hold relative folders; checkov runs elsewhere
+    if target.rendered:
+        key = cache_key(target, checkov)
+        yield from cache.cached(NAME, key, lambda: _scan(target, checkov), transient={"checkov/unavailable"})
+
+
+def cache_key(target: Target, checkov: str) -> str:
+    """Everything the scan reads: the rendered overlays, checkov itself and the gate's code."""
+    return cache.digest(str(target.root), cache.rendered(target), _identity(checkov), cache.gate_code())
+
+
+def _identity(checkov: str) -> list[str]:
+    """checkov's path, and its version as its own environment has it installed."""
+    path = Path(checkov).resolve()
+    try:
+        shebang = path.read_text(errors="replace").partition("\n")[0]
+    except OSError:
+        return [str(path)]
+    interpreter = Path(shebang.removeprefix("#!").strip()).parent.parent
+    versions = sorted(item.name for item in interpreter.glob("lib/python*/site-packages/checkov-*.dist-info"))
+    stat = path.stat()
+    return [str(path), shebang, *versions] if versions else [str(path), shebang, str(stat.st_mtime)]
+
+
+def _scan(target: Target, checkov: str) -> Iterator[Problem]:
     by_overlay = {rendered.overlay: rendered for rendered in target.rendered}
-    if not by_overlay:
-        return
     with tempfile.TemporaryDirectory(prefix="airflow-ha-checkov-") as tmp:
         for overlay, rendered in by_overlay.items():
             # The worker pod template goes in too: worker pods are the most numerous of all.

@@ -9,6 +9,7 @@ from importlib import metadata
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 
 from ..fields import field_path
 from ..problems import Problem, at
@@ -28,7 +29,14 @@ RULES = {
 
 def run(target: Target) -> Iterator[Problem]:
     validated: dict[str, list[tuple[str, str, str]]] = {}  # the overlays share most objects
-    unsupported: set[str] = set()
+    unsupported = [version for version in target.versions if version not in supported(target.versions)]
+    if unsupported:
+        message = (
+            f"kubernetes-validate {metadata.version('kubernetes-validate')} has no schemas for Kubernetes "
+            f"{', '.join(unsupported)}: set lint.kubernetes_oldest and lint.kubernetes_newest in invoke.yaml "
+            f"to versions it has ({_known_range()})"
+        )
+        yield Problem(UNSUPPORTED_VERSION, "invoke.yaml", message, field="lint")
 
     def api_problems(rendered: Rendered) -> Iterator[Problem]:
         for manifest in rendered.all:
@@ -36,20 +44,26 @@ def run(target: Target) -> Iterator[Problem]:
             if key not in validated:
                 validated[key] = api_errors(manifest.obj, target.versions)
             for rule, field, message in validated[key]:
-                if rule == UNSUPPORTED_VERSION:
-                    unsupported.add(message)  # said once, where the versions are set
-                else:
-                    yield at(rule, manifest, field, message)
+                yield at(rule, manifest, field, message)
 
     yield from per_overlay(target, api_problems)
-    for message in sorted(unsupported):
-        yield Problem(UNSUPPORTED_VERSION, "invoke.yaml", message, field="lint")
+
+
+def supported(versions: Iterable[str]) -> list[str]:
+    """The versions (major.minor) that kubernetes-validate has schemas for."""
+    known = kubernetes_validate.utils.all_versions()
+    return [version for version in versions if any(k.startswith(f"{version}.") for k in known)]
+
+
+def _known_range() -> str:
+    known = kubernetes_validate.utils.all_versions()
+    return f"{known[0].rsplit('.', 1)[0]} to {known[-1].rsplit('.', 1)[0]}"
 
 
 def api_errors(obj: dict[str, Any], versions: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(rule, field, message) of what the API server of each version would reject."""
+    """(rule, field, message) of what the API server of each supported version would reject."""
     errors: dict[tuple[str, str, str], list[str]] = {}
-    for version in versions:
+    for version in supported(versions):
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -60,12 +74,6 @@ def api_errors(obj: dict[str, Any], versions: Iterable[str]) -> list[tuple[str, 
                 "use the apiVersion that `kubectl api-resources` lists for it"
             )
             errors.setdefault((UNKNOWN_API_VERSION, "apiVersion", message), []).append(version)
-        except kubernetes_validate.VersionNotSupportedError:
-            message = (
-                f"kubernetes-validate {metadata.version('kubernetes-validate')} has no schemas for this "
-                "version: set lint.kubernetes_oldest and lint.kubernetes_newest in invoke.yaml to ones it has"
-            )
-            errors.setdefault((UNSUPPORTED_VERSION, "", message), []).append(version)
     return [
         (rule, field, f"{message} (Kubernetes {', '.join(found)})")
         for (rule, field, message), found in errors.items()
