@@ -2,9 +2,11 @@
 
     python -m airflow_ha.lint.airflow_process REQUEST.json
 
-It judges every AIRFLOW__* setting the manifests make, writes the verdicts to the report file
-the request names, then runs the Airflow CLI command of the request (generate-dag-yaml).
-One process does both, so that Airflow starts once. It imports nothing of the lint gate.
+On the first run it migrates the empty SQLite database first and keeps a copy of it for the
+next runs. It judges every AIRFLOW__* setting the manifests make, writes the verdicts to the
+report file the request names, then runs the Airflow CLI command of the request
+(generate-dag-yaml). One process does all, so that Airflow starts once. It imports nothing
+of the lint gate.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import os
+import sqlite3
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,9 @@ AIRFLOW_ENV_PREFIX = "AIRFLOW__"
 
 def main(request_file: str) -> None:
     request = json.loads(Path(request_file).read_text())
+    if keep := request.get("migrate_and_keep"):
+        importlib.import_module("airflow.utils.db").upgradedb()
+        _keep(Path(request["database"]), Path(keep))
     conf = importlib.import_module("airflow.configuration").conf
     changes = importlib.import_module("airflow.cli.commands.config_command").CONFIGS_CHANGES
     version = importlib.import_module("airflow").__version__
@@ -31,6 +39,22 @@ def main(request_file: str) -> None:
     Path(request["report"]).write_text(json.dumps(report))
     sys.argv = ["airflow", *request["cli"]]
     importlib.import_module("airflow.__main__").main()
+
+
+def _keep(database: Path, kept: Path) -> None:
+    """A copy of the migrated database at ``kept``, made whole before anyone can read it.
+
+    SQLite's backup copies what is committed, including what is still in a write-ahead log.
+    """
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=kept.parent, suffix=".tmp", delete=False) as copy:
+        pass
+    source, destination = sqlite3.connect(database), sqlite3.connect(copy.name)
+    with source, destination:
+        source.backup(destination)
+    source.close()
+    destination.close()
+    os.replace(copy.name, kept)
 
 
 def option_problem(conf: Any, changes: Iterable[Any], version: str, key: str) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ Nothing is faked: kustomize renders the copy, and Airflow runs for real where a 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,21 @@ def test_a_cached_result_is_served_for_its_inputs_only(repo: Path) -> None:
     assert {problem.rule for problem in found} == {"airflow/unknown-option"}
     assert (cache.LINT_CACHE / f"airflow-{airflow.cache_key(edited)}.json").is_file()
     assert list(airflow.run(edited)) == found
+
+
+def test_the_first_run_keeps_a_migrated_database_for_the_next(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = tmp_path / "database" / "airflow.db"
+    monkeypatch.setattr(airflow, "database_cache", lambda: kept)
+    target = render_target(repo, None, VERSIONS)
+
+    assert list(airflow.run(target)) == []  # Airflow migrates a database, then keeps a copy
+
+    with sqlite3.connect(kept) as database:
+        assert database.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] > 50
+    migrated = kept.stat().st_mtime_ns
+    (cache.LINT_CACHE / f"airflow-{airflow.cache_key(target)}.json").unlink()
+
+    assert list(airflow.run(target)) == []  # Airflow runs on a copy of the kept one
+    assert kept.stat().st_mtime_ns == migrated

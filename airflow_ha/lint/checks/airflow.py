@@ -25,7 +25,7 @@ from ... import secrets as generated
 from ...console import Failure
 from ...manifests import Manifest
 from .. import cache
-from ..environment import DATABASE_URL_KEY, airflow_env, migrated_database, tail
+from ..environment import DATABASE_URL_KEY, airflow_env, database_cache, tail
 from ..fields import field_path, get, pod, pods
 from ..problems import Problem, at
 from ..render import Rendered, Target
@@ -109,17 +109,21 @@ def _airflow_view(target: Target, rendered: Rendered) -> Iterator[Problem]:
     config = manifests.airflow_config(rendered.objects)
     settings = _airflow_settings(target.root, rendered)
     try:
-        database, dag_id = migrated_database(), _dag_id(target.root)
+        dag_id = _dag_id(target.root)
     except Failure as failure:
         yield Problem("airflow/did-not-run", "invoke.yaml", str(failure))
         return
     with tempfile.TemporaryDirectory(prefix="airflow-ha-lint-") as tmp:
         home = Path(tmp)
-        shutil.copy(database, home / "airflow.db")
+        request: dict[str, Any] = {"database": str(home / "airflow.db")}
+        try:
+            shutil.copy(database_cache(), home / "airflow.db")
+        except FileNotFoundError:  # the first run: the subprocess migrates it, and keeps a copy
+            request["migrate_and_keep"] = str(database_cache())
         (home / "pod-template.yaml").write_text(yaml.safe_dump(template.obj))
         cli = ["kubernetes", "generate-dag-yaml", dag_id, "--logical-date", LOGICAL_DATE]
         cli += ["--output-path", str(home / "pods")]
-        request = {"keys": sorted(settings), "report": str(home / "report.json"), "cli": cli}
+        request |= {"keys": sorted(settings), "report": str(home / "report.json"), "cli": cli}
         (home / "request.json").write_text(json.dumps(request))
         env = airflow_env(home) | config | _dummy_secrets() | _local_paths(home, target.root)
         result = subprocess.run(

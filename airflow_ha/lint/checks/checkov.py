@@ -61,6 +61,13 @@ def _identity(checkov: str) -> list[str]:
     return [str(path), shebang, *versions] if versions else [str(path), shebang, str(stat.st_mtime)]
 
 
+def _package(checkov: str) -> Path:
+    """checkov's __init__.py in the environment its script runs in."""
+    shebang = Path(checkov).resolve().read_text(errors="replace").partition("\n")[0]
+    prefix = Path(shebang.removeprefix("#!").strip()).parent.parent
+    return next(prefix.glob("lib/python*/site-packages/checkov/__init__.py"), Path(checkov))
+
+
 def _scan(target: Target, checkov: str) -> Iterator[Problem]:
     by_overlay = {rendered.overlay: rendered for rendered in target.rendered}
     with tempfile.TemporaryDirectory(prefix="airflow-ha-checkov-") as tmp:
@@ -71,7 +78,7 @@ def _scan(target: Target, checkov: str) -> Iterator[Problem]:
         command = [checkov, "--directory", tmp, "--framework", "kubernetes", "--output", "json", "--quiet"]
         command += ["--compact", "--skip-download"]
         result = subprocess.run(
-            command, env=python_env(), cwd=tmp, capture_output=True, text=True, check=False
+            command, env=python_env(_package(checkov)), cwd=tmp, capture_output=True, text=True, check=False
         )
     try:
         output = json.loads(result.stdout)

@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes_validate
 import kubernetes_validate.utils
 
+from .. import cache
 from ..fields import field_path
 from ..problems import Problem, at
 from ..render import Rendered, Target, per_overlay
@@ -28,6 +29,16 @@ RULES = {
 
 
 def run(target: Target) -> Iterator[Problem]:
+    return iter(cache.cached(NAME, cache_key(target), lambda: _run(target)))
+
+
+def cache_key(target: Target) -> str:
+    """Everything the check reads: the rendered objects, the versions, its schemas and the gate's code."""
+    versions = cache.package_versions("kubernetes-validate")
+    return cache.digest(str(target.root), cache.rendered(target), versions, cache.gate_code())
+
+
+def _run(target: Target) -> Iterator[Problem]:
     validated: dict[str, list[tuple[str, str, str]]] = {}  # the overlays share most objects
     unsupported = [version for version in target.versions if version not in supported(target.versions)]
     if unsupported:

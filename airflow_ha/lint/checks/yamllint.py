@@ -9,6 +9,7 @@ from pathlib import Path
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from .. import cache
 from ..problems import Problem
 from ..render import Target, relative
 
@@ -24,8 +25,20 @@ def run(target: Target) -> Iterator[Problem]:
     config = (
         YamlLintConfig(file=str(config_file)) if config_file.is_file() else YamlLintConfig("extends: default")
     )
-    for path in yaml_files(target.root, config):
-        name = relative(target.root, path)
+    paths = list(yaml_files(target.root, config))
+    # Every file it lints, and the config, by content: another file or another line is another key.
+    key = cache.digest(
+        str(target.root),
+        cache.files(target.root, [".yamllint", *(str(path.relative_to(target.root)) for path in paths)]),
+        cache.package_versions("yamllint"),
+        cache.gate_code(),
+    )
+    return iter(cache.cached(NAME, key, lambda: _lint(target.root, config, paths)))
+
+
+def _lint(root: Path, config: YamlLintConfig, paths: list[Path]) -> Iterator[Problem]:
+    for path in paths:
+        name = relative(root, path)
         for found in linter.run(path.read_text(), config, name):
             if found.rule:
                 yield Problem("yamllint/style", name, f"{found.desc} ({found.rule})", line=found.line)
