@@ -48,7 +48,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("yamllint", "--strict", ".")
-    session.run("hadolint", "docker/Dockerfile", "docker/postgres/Dockerfile")
+    session.run("hadolint", "docker/Dockerfile", "docker/deployer/Dockerfile", "docker/postgres/Dockerfile")
     session.run("shellcheck", "docker/bootstrap.sh", "docker/postgres/entrypoint.sh", ".ci/run")
 
 

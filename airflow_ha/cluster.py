@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from . import REPO_ROOT, tools
+from . import REPO_ROOT, budget, tools
 from .console import Failure, console
 
 INSTALL = {
@@ -38,9 +38,6 @@ TOOL_TIMEOUT = 10  # seconds for a version query; none of them should take one
 KIND_BUDGET = "kube/overlays/kind/budget.yaml"
 # Docker Desktop's "8 GB" leaves the VM's kernel a little, so MemTotal reads about 7.7 GiB.
 MEMORY_TOLERANCE = 0.9
-QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-UNITS = {None: 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
 
 
 @dataclass
@@ -252,30 +249,15 @@ def image_store_check(info: dict[str, Any]) -> Check:
     )
 
 
-def parse_quantity(value: Any) -> int | None:
-    """Bytes in a Kubernetes memory quantity (8Gi, 512Mi, 8G), or None when it is not one."""
-    found = QUANTITY.match(str(value).strip())
-    if not found:
-        return None
-    return int(float(found.group(1)) * UNITS[found.group(2)])
-
-
 def _budget_docker_memory(budget_file: Path) -> int | None:
     if not budget_file.is_file():
         return None
     try:
-        budget = yaml.safe_load(budget_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise Failure(f"{_relative(budget_file)}: cannot read the budget: {error}") from error
-    if not isinstance(budget, dict) or budget.get("docker_memory") is None:
-        return None
-    wanted = parse_quantity(budget["docker_memory"])
-    if wanted is None:
-        raise Failure(
-            f"{_relative(budget_file)}: docker_memory: {budget['docker_memory']!r} is not a memory "
-            "quantity such as 8Gi"
-        )
-    return wanted
+        wanted = budget.read_budget(budget_file).docker_memory
+    except budget.BudgetError as error:
+        field = f"{error.field}: " if error.field and not error.message.startswith(error.field) else ""
+        raise Failure(f"{_relative(budget_file)}: {field}{error.message}") from None
+    return None if wanted is None else int(wanted)
 
 
 def _table(*sections: list[Check]) -> Table:

@@ -257,8 +257,30 @@ def _outcome(previous: dict[str, Any] | None, applied: dict[str, Any]) -> str:
     return "unchanged" if same else "configured"
 
 
+# Refusals of a kind as such: forbidden to this user, or not served by this cluster.
+KIND_REFUSALS = frozenset({403, 404, 405})
+
+
 def refused(manifest: Manifest, error: ApiException) -> str:
-    return f"{manifest.source}: {manifest.ref}: the API server refused it: {api_message(error)}"
+    """The API server's reason; for a kind the cluster refuses, how an overlay drops that kind."""
+    message = f"{manifest.source}: {manifest.ref}: the API server refused it: {api_message(error)}"
+    if error.status not in KIND_REFUSALS:
+        return message
+    kind, api_version = manifest.kind, manifest.obj.get("apiVersion", "v1")
+    return (
+        f"{message}\nIf this cluster does not allow {kind} objects here (some managed namespaces refuse "
+        f"PodDisruptionBudgets or NetworkPolicies), drop every {kind} in your overlay's kustomization.yaml "
+        f"and deploy again:\n"
+        f"  patches:\n"
+        f"    - target:\n"
+        f"        kind: {kind}\n"
+        f"      patch: |-\n"
+        f"        $patch: delete\n"
+        f"        apiVersion: {api_version}\n"
+        f"        kind: {kind}\n"
+        f"        metadata:\n"
+        f"          name: any"
+    )
 
 
 def require_namespace(kube: Kube, namespace: str) -> None:

@@ -30,6 +30,8 @@ from airflow_ha import REPO_ROOT
 from airflow_ha.console import Failure, console
 
 DOCKERFILE = "docker/Dockerfile"
+# The image okteto-pipeline.yml runs its deploy and destroy commands in.
+DEPLOYER_DOCKERFILE = "docker/deployer/Dockerfile"
 # Where docker/Dockerfile's build stage looks for the CA bundle. It only ever exists
 # inside the build context that build_image sends, never in the working tree.
 CA_BUNDLE_IN_CONTEXT = "docker/ca-bundle.pem"
@@ -134,8 +136,13 @@ def ca_bundle_path(explicit: str | None) -> Path | None:
 
 
 def build_context(root: Path, dockerfile: str, extra_files: Mapping[str, str] | None = None) -> IO[bytes]:
-    """The context `docker build` would send (.dockerignore applies), plus files that exist only in it."""
-    ignore = root / ".dockerignore"
+    """The context `docker build` would send, plus files that exist only in it.
+
+    As with BuildKit, <dockerfile>.dockerignore beside the Dockerfile wins over .dockerignore.
+    """
+    ignore = root / f"{dockerfile}.dockerignore"
+    if not ignore.is_file():
+        ignore = root / ".dockerignore"
     lines = ignore.read_text().splitlines() if ignore.is_file() else []
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     files = sorted(exclude_paths(str(root), patterns, dockerfile=dockerfile))
@@ -221,18 +228,19 @@ def build_image(
     no_cache: bool = False,
     ca_bundle: str | None = None,
     root: Path = REPO_ROOT,
+    dockerfile: str = DOCKERFILE,
 ) -> Built:
-    """Build the Airflow image with docker/Dockerfile; the context is the repository root or a copy."""
+    """Build docker/Dockerfile (or another DOCKERFILE of the repository) with the repository as context."""
     bundle = ca_bundle_path(ca_bundle)
     client = docker_client()
     extra_files = {CA_BUNDLE_IN_CONTEXT: bundle.read_text()} if bundle else {}
     if bundle:
         console.print(f"pip in the build stage trusts the CA bundle {bundle} (it stays out of the image)")
-    with build_context(root, DOCKERFILE, extra_files) as context:
+    with build_context(root, dockerfile, extra_files) as context:
         built = build(
             context,
             reference,
-            dockerfile=DOCKERFILE,
+            dockerfile=dockerfile,
             buildargs={"BASE_IMAGE": base_image},
             no_cache=no_cache,
             client=client,

@@ -157,12 +157,17 @@ def airflow_config(manifests: Iterable[Manifest]) -> dict[str, str]:
 
 
 def pod_template(manifests: Iterable[Manifest]) -> Manifest | None:
-    """The worker pod template, parsed out of its ConfigMap, with the template's own file."""
+    """The worker pod template, parsed out of its ConfigMap, with the template's own file.
+
+    The file sits beside the kustomization that generated the ConfigMap: kube/base, or an
+    overlay that replaces the template (kube/overlays/okteto).
+    """
     config_map = find(manifests, "ConfigMap", POD_TEMPLATE_CONFIG_MAP)
     text = ((config_map.obj.get("data") or {}) if config_map else {}).get(POD_TEMPLATE_KEY)
-    if text is None:
+    if config_map is None or text is None:
         return None
-    return Manifest(relative(BASE_DIR / POD_TEMPLATE_KEY), yaml.safe_load(text) or {})
+    source = str(Path(config_map.source).parent / POD_TEMPLATE_KEY)
+    return Manifest(source, yaml.safe_load(text) or {})
 
 
 def pod_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:

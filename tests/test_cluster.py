@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, tools
+from airflow_ha import REPO_ROOT, budget, cluster, kubeapi, manifests, tools
 from airflow_ha.console import Failure
 
 BASE_IMAGE = "airflow-ha-base:bookworm"  # built by tests/conftest.py's base_image fixture
@@ -231,14 +231,14 @@ def test_preflight_checks_the_declared_python_dependencies(tmp_path, monkeypatch
     assert "no-such-package-here not installed" in message
 
 
-def budget(tmp_path: Path, docker_memory: str) -> Path:
+def budget_file(tmp_path: Path, docker_memory: str) -> Path:
     path = tmp_path / "budget.yaml"
-    path.write_text(f"cpu: '4'\nmemory: 8Gi\ndocker_memory: {docker_memory}\n")
+    path.write_text(f"cpu: '4'\nmemory: 8Gi\npods: 10\nworker_pods: 1\ndocker_memory: {docker_memory}\n")
     return path
 
 
 def test_docker_memory_below_the_kind_budget_fails_with_both_numbers(tmp_path):
-    check = cluster.docker_memory_check({"MemTotal": 4 * 2**30}, budget(tmp_path, "8Gi"))
+    check = cluster.docker_memory_check({"MemTotal": 4 * 2**30}, budget_file(tmp_path, "8Gi"))
 
     assert not check.ok
     assert check.problem == "4.0 GiB, budget 8 GiB"
@@ -247,20 +247,21 @@ def test_docker_memory_below_the_kind_budget_fails_with_both_numbers(tmp_path):
 
 
 def test_docker_desktops_8_gb_meets_an_8_gib_budget(tmp_path):
-    assert cluster.docker_memory_check({"MemTotal": int(7.7 * 2**30)}, budget(tmp_path, "8Gi")).ok
+    assert cluster.docker_memory_check({"MemTotal": int(7.7 * 2**30)}, budget_file(tmp_path, "8Gi")).ok
 
 
 def test_the_repositorys_kind_budget_declares_a_laptop_of_8_gib():
     path = REPO_ROOT / cluster.KIND_BUDGET
-    assert cluster.parse_quantity(yaml.safe_load(path.read_text())["docker_memory"]) == 8 * 2**30
+    assert budget.read_budget(path).docker_memory == 8 * 2**30
     assert cluster.docker_memory_check({"MemTotal": 6 * 2**30}, path).problem == "6.0 GiB, budget 8 GiB"
 
 
 def test_a_bad_docker_memory_names_the_file_and_the_field(tmp_path):
     with pytest.raises(
-        Failure, match=r"budget.yaml: docker_memory: 'lots' is not a memory quantity such as 8Gi"
+        Failure,
+        match=r"budget.yaml: docker_memory: 'lots' is not a Kubernetes quantity \(500m, 2, 768Mi, 8Gi\)",
     ):
-        cluster.docker_memory_check({"MemTotal": 1}, budget(tmp_path, "lots"))
+        cluster.docker_memory_check({"MemTotal": 1}, budget_file(tmp_path, "lots"))
 
 
 def test_the_containerd_image_store_gets_a_warning_that_names_the_fix():

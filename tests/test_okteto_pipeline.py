@@ -1,14 +1,16 @@
-"""Every `invoke` command in okteto-pipeline.yml parses as an existing task with existing flags.
+"""okteto-pipeline.yml: an Okteto Manifest whose commands run in the deployer image, install
+nothing, parse as POSIX sh, and whose every `invoke` command is an existing task with existing flags.
 
-The commands are parsed by invoke's own Program and Parser against the real `tasks.ns`
+The `invoke` commands are parsed by invoke's own Program and Parser against the real `tasks.ns`
 collection, as `invoke` itself would parse them, so a renamed task or flag fails here
-instead of in an Okteto pipeline.
+instead of in an Okteto pipeline. No Okteto and no Kubernetes API are involved.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -23,9 +25,13 @@ PIPELINE = REPO_ROOT / "okteto-pipeline.yml"
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
+def pipeline() -> dict:
+    return yaml.safe_load(PIPELINE.read_text())
+
+
 def commands() -> list[str]:
-    pipeline = yaml.safe_load(PIPELINE.read_text())
-    return [command for section in ("deploy", "destroy") for command in pipeline.get(section) or []]
+    sections = (pipeline().get(section) or {} for section in ("deploy", "destroy"))
+    return [step["command"] for section in sections for step in section.get("commands") or []]
 
 
 def invoke_argv(command: str) -> list[str] | None:
@@ -49,10 +55,52 @@ def parse(argv: list[str]) -> Program:
 INVOKE_COMMANDS = [argv for argv in map(invoke_argv, commands()) if argv]
 
 
+def test_okteto_builds_the_airflow_and_the_deployer_image_and_runs_every_command_in_the_deployer():
+    manifest = pipeline()
+
+    assert manifest["build"]["airflow"]["dockerfile"] == "docker/Dockerfile"
+    assert manifest["build"]["deployer"]["dockerfile"] == "docker/deployer/Dockerfile"
+    for name in ("airflow", "deployer"):
+        assert manifest["build"][name]["context"] == "."
+        assert (REPO_ROOT / manifest["build"][name]["dockerfile"]).is_file()
+    assert manifest["deploy"]["image"] == manifest["destroy"]["image"] == "${OKTETO_BUILD_DEPLOYER_IMAGE}"
+
+
+INSTALLS = re.compile(r"\b(pip|pip3|uv|venv|apt|apt-get|curl|wget|dnf|apk)\b")
+
+
+def test_no_command_installs_anything_at_run_time():
+    assert [command for command in commands() if INSTALLS.search(command)] == []
+
+
+def test_the_check_for_installs_finds_one():
+    assert INSTALLS.search("python3 -m venv .venv && .venv/bin/pip install uv")
+
+
+@pytest.mark.parametrize("command", commands())
+def test_every_command_parses_as_posix_sh(command):
+    """Okteto's remote runner runs each command with `sh -c`."""
+    checked = subprocess.run(["sh", "-n", "-c", command], capture_output=True, text=True, check=False)
+
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_deploy_deploys_the_image_okteto_built_under_its_commit_tag():
+    deploy = next(argv for argv in INVOKE_COMMANDS if argv[1] == "deploy")
+    command = next(c for c in commands() if " deploy " in c)
+
+    assert pipeline()["build"]["airflow"]["image"].endswith(":${OKTETO_GIT_COMMIT}")
+    assert deploy[deploy.index("--tag") + 1] == "$OKTETO_GIT_COMMIT"
+    assert "--skip-build" in deploy
+    assert (
+        'INVOKE_IMAGE_REPOSITORY="$OKTETO_BUILD_AIRFLOW_REGISTRY/$OKTETO_BUILD_AIRFLOW_REPOSITORY"' in command
+    )
+
+
 def test_the_pipeline_deploys_and_smoke_tests_with_invoke():
     tasks_run = [argv[1] for argv in INVOKE_COMMANDS]
 
-    assert tasks_run[:2] == ["deploy", "smoke"]
+    assert tasks_run == ["deploy", "smoke", "teardown"]
     deploy = INVOKE_COMMANDS[0]
     assert deploy[deploy.index("--overlay") + 1] == "okteto"
     assert deploy[deploy.index("--namespace") + 1] == "$OKTETO_NAMESPACE"

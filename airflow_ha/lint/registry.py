@@ -14,6 +14,7 @@ from .checks import (
     admission,
     airflow,
     availability,
+    budget,
     checkov,
     identity,
     kubernetes_validate,
@@ -37,6 +38,7 @@ CHECKS: tuple[ModuleType, ...] = (
     admission,
     availability,
     identity,
+    budget,
     yamllint,
 )
 

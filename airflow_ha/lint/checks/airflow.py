@@ -26,7 +26,7 @@ from ...console import Failure
 from ...manifests import Manifest
 from .. import cache
 from ..environment import DATABASE_URL_KEY, airflow_env, database_cache, tail
-from ..fields import field_path, pod, pods
+from ..fields import field_path, get, pod, pods
 from ..problems import Problem, at
 from ..render import Rendered, Target
 from .kubernetes_validate import api_errors
@@ -44,7 +44,7 @@ RULES = {
     "airflow/deprecated-option": "an AIRFLOW__ setting deprecated in this Airflow version",
     "airflow/folder-unset": "no DAGS_FOLDER or BASE_LOG_FOLDER in the Airflow config",
     "airflow/dags-folder": "a DAGS_FOLDER that is not where docker/Dockerfile puts dags/",
-    "airflow/logs-claim-access": "a logs claim without ReadWriteMany, which workers on any node share",
+    "airflow/logs-claim-access": "a logs claim without ReadWriteMany, its pods not all pinned to one node",
     "airflow/api-server-logs": "an api-server that does not mount the logs claim at the logs folder",
     "airflow/worker-pod-invalid": "a worker pod Airflow renders that the Kubernetes API rejects",
     "airflow/worker-image": "worker pods that do not run the scheduler's image",
@@ -340,6 +340,36 @@ def _image_dags_folder(root: Path) -> str | None:
     return copied.group(1).rstrip("/") if copied else None
 
 
+def _pinned_to_one_node(rendered: Rendered, claim: str) -> bool:
+    """Every pod that mounts the claim requires, by its node, a pod that every one of them matches.
+
+    A ReadWriteOnce volume attaches to one node; such pods all land on the node of the first.
+    """
+    mounting = [
+        (spec, labels)
+        for manifest in rendered.all
+        for _, spec, labels in pods(manifest)
+        if any(
+            (v.get("persistentVolumeClaim") or {}).get("claimName") == claim
+            for v in spec.get("volumes") or []
+        )
+    ]
+
+    def pins(term: dict[str, Any]) -> bool:
+        selector = term.get("labelSelector") or {}
+        wanted = selector.get("matchLabels") or {}
+        if (
+            term.get("topologyKey") != "kubernetes.io/hostname"
+            or selector.get("matchExpressions")
+            or not wanted
+        ):
+            return False
+        return all(all(labels.get(k) == v for k, v in wanted.items()) for _, labels in mounting)
+
+    required = "affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+    return bool(mounting) and all(any(map(pins, get(spec, required) or [])) for spec, _ in mounting)
+
+
 def _logs_outlive_pods(rendered: Rendered, log_folder: str) -> Iterator[Problem]:
     """The workers' logs claim is shared storage, which the api-server reads at the same folder."""
     assert rendered.template is not None
@@ -355,8 +385,12 @@ def _logs_outlive_pods(rendered: Rendered, log_folder: str) -> Iterator[Problem]
     if claim is None:
         return  # reported on the rendered pods
     pvc = manifests.find(rendered.objects, "PersistentVolumeClaim", claim)
-    if pvc and "ReadWriteMany" not in ((pvc.obj.get("spec") or {}).get("accessModes") or []):
-        message = "worker pods on any node and the api-server share this claim: it needs ReadWriteMany"
+    shared = pvc is None or "ReadWriteMany" in ((pvc.obj.get("spec") or {}).get("accessModes") or [])
+    if pvc is not None and not shared and not _pinned_to_one_node(rendered, claim):
+        message = (
+            "worker pods on any node and the api-server share this claim: it needs ReadWriteMany, or every "
+            "pod that mounts it required onto one node by a pod affinity (see kube/overlays/okteto)"
+        )
         yield at("airflow/logs-claim-access", pvc, "spec.accessModes", message)
     api_server = rendered.component("api-server")
     if api_server is None:
