@@ -12,9 +12,8 @@ from contextlib import contextmanager
 
 from invoke import Collection, Context, Exit, task
 
-from airflow_ha import cluster as clusters
 from airflow_ha import deploy as deploying
-from airflow_ha import image, tools
+from airflow_ha import image, preflight, tools
 from airflow_ha import smoke as smoking
 from airflow_ha.console import Failure
 from airflow_ha.lint import gate
@@ -116,7 +115,7 @@ def push(c: Context, registry: str = "", tag: str = "") -> None:
 def doctor(c: Context, context: str = "") -> None:
     """Check Docker and Python packages; provision kind, kubectl and checkov; show each version and source."""
     with exit_on_failure():
-        clusters.preflight(context=context or c.config.context or None, kind_cluster=c.config.kind.cluster)
+        preflight.run(context=context or c.config.context or None, kind_cluster=c.config.kind.cluster)
 
 
 @task(

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from rich.table import Table
 
-from . import PART_OF, PART_OF_LABEL, cluster, cluster_secrets, image, kubeapi, manifests, rollout
+from . import PART_OF, PART_OF_LABEL, cluster, cluster_secrets, image, kubeapi, manifests, preflight, rollout
 from . import generated_secrets as generated
 from .console import Failure, console
 from .kubeapi import Key, Kube, api_message, condition, ref
@@ -99,7 +99,7 @@ def deploy(
     timeout: int,
 ) -> DeployReport:
     """Preflight, lint gate, image, kind cluster, secrets, phased apply, prune, summary."""
-    target = cluster.preflight(context, kind_cluster, build=build)
+    target = preflight.run(context, kind_cluster, build=build)
     on_kind = cluster.is_kind(target, kind_cluster)
     if not on_kind and build and not registry:
         raise Failure(

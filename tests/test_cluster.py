@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_ha import REPO_ROOT, budget, cluster, kubeapi, manifests, tools
+from airflow_ha import REPO_ROOT, budget, cluster, kubeapi, manifests, preflight, tools
 from airflow_ha.console import Failure
 
 BASE_IMAGE = "airflow-ha-base:bookworm"  # built by tests/conftest.py's base_image fixture
@@ -51,7 +51,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "repo"
     (root / "kube").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "kube" / "kind-cluster.yaml", root / "kube" / "kind-cluster.yaml")
-    for name in (tools.CHECKOV_LOCK, "pyproject.toml", cluster.KIND_BUDGET):
+    for name in (tools.CHECKOV_LOCK, "pyproject.toml", preflight.KIND_BUDGET):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / name, root / name)
     monkeypatch.setattr(cluster, "REPO_ROOT", root)
@@ -169,7 +169,7 @@ def test_the_kind_context_comes_from_the_projects_kubeconfig_and_others_from_the
 
 def test_preflight_names_each_missing_tool_and_how_to_get_it(tools_without_kind, kubeconfig, capsys):
     with pytest.raises(Failure) as failed:
-        cluster.preflight(None, "airflow-ha")
+        preflight.run(None, "airflow-ha")
     lines = str(failed.value).splitlines()
     kind_line = next(line for line in lines if line.startswith("kind "))
     assert kind_line.startswith(
@@ -195,7 +195,7 @@ def test_preflight_reports_the_versions_it_found_and_where_from(tools_without_ki
     if "kubectl" not in tools_without_kind:
         pytest.skip("kubectl is not installed here")
     with pytest.raises(Failure):
-        cluster.preflight(None, "airflow-ha")
+        preflight.run(None, "airflow-ha")
     table = capsys.readouterr().out
 
     reported = json.loads(
@@ -210,7 +210,7 @@ def test_preflight_reports_the_versions_it_found_and_where_from(tools_without_ki
 def test_another_context_needs_neither_kind_nor_docker_when_nothing_is_built(tools_without_kind, kubeconfig):
     absent = {"kubectl", "checkov"} - set(tools_without_kind)
     try:
-        target = cluster.preflight("prod", "airflow-ha", build=False, quiet=True)
+        target = preflight.run("prod", "airflow-ha", build=False, quiet=True)
     except Failure as failure:
         named = {line.split()[0] for line in str(failure).splitlines()}
         assert named == absent  # only what this machine lacks, never kind or docker
@@ -225,7 +225,7 @@ def test_preflight_checks_the_declared_python_dependencies(tmp_path, monkeypatch
     )
 
     with pytest.raises(Failure) as failed:
-        cluster.preflight("prod", "airflow-ha", build=False, quiet=True)
+        preflight.run("prod", "airflow-ha", build=False, quiet=True)
     message = str(failed.value)
     assert "installed, >=999 needed: set the project up again: `python3 -m airflow_ha.bootstrap" in message
     assert "no-such-package-here not installed" in message
@@ -238,7 +238,7 @@ def budget_file(tmp_path: Path, docker_memory: str) -> Path:
 
 
 def test_docker_memory_below_the_kind_budget_fails_with_both_numbers(tmp_path):
-    check = cluster.docker_memory_check({"MemTotal": 4 * 2**30}, budget_file(tmp_path, "8Gi"))
+    check = preflight.docker_memory_check({"MemTotal": 4 * 2**30}, budget_file(tmp_path, "8Gi"))
 
     assert not check.ok
     assert check.problem == "4.0 GiB, budget 8 GiB"
@@ -247,13 +247,13 @@ def test_docker_memory_below_the_kind_budget_fails_with_both_numbers(tmp_path):
 
 
 def test_docker_desktops_8_gb_meets_an_8_gib_budget(tmp_path):
-    assert cluster.docker_memory_check({"MemTotal": int(7.7 * 2**30)}, budget_file(tmp_path, "8Gi")).ok
+    assert preflight.docker_memory_check({"MemTotal": int(7.7 * 2**30)}, budget_file(tmp_path, "8Gi")).ok
 
 
 def test_the_repositorys_kind_budget_declares_a_laptop_of_8_gib():
-    path = REPO_ROOT / cluster.KIND_BUDGET
+    path = REPO_ROOT / preflight.KIND_BUDGET
     assert budget.read_budget(path).docker_memory == 8 * 2**30
-    assert cluster.docker_memory_check({"MemTotal": 6 * 2**30}, path).problem == "6.0 GiB, budget 8 GiB"
+    assert preflight.docker_memory_check({"MemTotal": 6 * 2**30}, path).problem == "6.0 GiB, budget 8 GiB"
 
 
 def test_a_bad_docker_memory_names_the_file_and_the_field(tmp_path):
@@ -261,17 +261,17 @@ def test_a_bad_docker_memory_names_the_file_and_the_field(tmp_path):
         Failure,
         match=r"budget.yaml: docker_memory: 'lots' is not a Kubernetes quantity \(500m, 2, 768Mi, 8Gi\)",
     ):
-        cluster.docker_memory_check({"MemTotal": 1}, budget_file(tmp_path, "lots"))
+        preflight.docker_memory_check({"MemTotal": 1}, budget_file(tmp_path, "lots"))
 
 
 def test_the_containerd_image_store_gets_a_warning_that_names_the_fix():
     containerd = {"Driver": "overlayfs", "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
     classic = {"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}
 
-    warned = cluster.image_store_check(containerd)
+    warned = preflight.image_store_check(containerd)
     assert warned.ok and not warned.required
     assert "kind load docker-image" in warned.note and "containerd-snapshotter" in warned.note
-    assert cluster.image_store_check(classic).note == ""
+    assert preflight.image_store_check(classic).note == ""
 
 
 def test_kind_older_than_the_node_images_release_is_refused(tmp_path, monkeypatch, project):
@@ -283,7 +283,7 @@ def test_kind_older_than_the_node_images_release_is_refused(tmp_path, monkeypatc
     # Found, but not provisioned again: what a too-old kind on PATH looks like offline.
     monkeypatch.setattr(tools, "kind", lambda provision: tools.Tool("kind", old / "kind", "v0.20.0", "PATH"))
 
-    check = cluster._tool_check("kind", tools.kind, required=True)
+    check = preflight._tool_check("kind", tools.kind, required=True)
 
     assert not check.ok
     assert check.problem == "v0.20.0 is too old"

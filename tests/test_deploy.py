@@ -26,7 +26,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from airflow_ha import PART_OF, PART_OF_LABEL, cluster, kubeapi, manifests, rollout, tools
+from airflow_ha import PART_OF, PART_OF_LABEL, cluster, kubeapi, manifests, preflight, rollout, tools
 from airflow_ha import deploy as deploying
 from airflow_ha import generated_secrets as generated
 from airflow_ha.console import Failure
@@ -1047,7 +1047,7 @@ def test_deploy_stops_at_preflight_when_tools_are_missing(monkeypatch, tmp_path)
 
 def test_deploy_runs_the_lint_gate_before_building_or_touching_a_cluster(monkeypatch):
     recorder = Recorder(monkeypatch)
-    monkeypatch.setattr(cluster, "preflight", lambda context, kind_cluster, build: "kind-airflow-ha")
+    monkeypatch.setattr(preflight, "run", lambda context, kind_cluster, build: "kind-airflow-ha")
 
     with pytest.raises(Failure, match="lint reached"):
         deploy()
@@ -1065,7 +1065,7 @@ def test_deploy_on_kind_builds_loads_then_installs(monkeypatch, fake, capsys):
             "kube_clients": fake.kube(),
         },
     )
-    monkeypatch.setattr(cluster, "preflight", lambda context, kind_cluster, build: "kind-airflow-ha")
+    monkeypatch.setattr(preflight, "run", lambda context, kind_cluster, build: "kind-airflow-ha")
 
     deploy()
 
@@ -1085,7 +1085,7 @@ def test_deploy_with_a_registry_pushes_and_deploys_the_pushed_image(monkeypatch,
         monkeypatch,
         {"lint": None, "build_image": None, "push_image": "sha256:0", "kube_clients": fake.kube("prod")},
     )
-    monkeypatch.setattr(cluster, "preflight", lambda context, kind_cluster, build: context)
+    monkeypatch.setattr(preflight, "run", lambda context, kind_cluster, build: context)
 
     deploy(context="prod", registry="registry.example:5000")
 
@@ -1102,7 +1102,7 @@ def test_deploy_with_a_registry_pushes_and_deploys_the_pushed_image(monkeypatch,
 
 def test_deploy_to_another_context_without_a_registry_is_refused(monkeypatch):
     recorder = Recorder(monkeypatch)
-    monkeypatch.setattr(cluster, "preflight", lambda context, kind_cluster, build: context)
+    monkeypatch.setattr(preflight, "run", lambda context, kind_cluster, build: context)
 
     with pytest.raises(Failure, match=r"context 'prod' is not the project's kind cluster.*--registry"):
         deploy(context="prod")

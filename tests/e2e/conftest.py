@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from airflow_ha import cluster
+from airflow_ha import preflight
 from airflow_ha.console import Failure
 
 KIND_CLUSTER = "airflow-ha"
@@ -31,7 +31,7 @@ def blocker() -> tuple[str, str] | None:
     if not docker_daemon_answers():
         return "skip", "the e2e tests need a running Docker daemon (`docker info` failed): start one"
     try:
-        cluster.preflight(None, KIND_CLUSTER, quiet=True)
+        preflight.run(None, KIND_CLUSTER, quiet=True)
     except Failure as missing:
         return "fail", f"preflight failed, as `invoke deploy` would:\n{missing}"
     return None
