@@ -118,7 +118,7 @@ def test_checkov_is_the_pinned_release(runner: Container):
     version = shell(runner, "checkov --version")
 
     assert version.exit_code == 0, version.stdout + version.stderr
-    assert version.stdout.strip() == locked_version("docker/deployer/checkov.lock", "checkov")
+    assert version.stdout.strip() == locked_version("requirements/checkov.lock", "checkov")
 
 
 def test_invoke_lint_passes_inside_the_image(runner: Container):
