@@ -51,7 +51,9 @@ class Authorizer:
             try:
                 self.store.get(BY_PLURAL["", "serviceaccounts"], namespace, name)
             except ApiError:
-                raise ApiError(401, f"Unauthorized: ServiceAccount {namespace}/{name} does not exist") from None
+                raise ApiError(
+                    401, f"Unauthorized: ServiceAccount {namespace}/{name} does not exist"
+                ) from None
         return user
 
     def authorize(self, user: str, request: Request) -> None:

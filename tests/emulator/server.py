@@ -154,7 +154,12 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
         if r.kind == "Pod":
             resources.append({**base, "name": "pods/log", "verbs": ["get"]})
     group_version = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
 
 
 def group_list() -> dict[str, Any]:
@@ -266,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, f"the server could not find the requested resource: /{'/'.join(parts)}")
         if resource.namespaced and not namespace and len(rest) > 1:
             raise ApiError(404, f"{resource.plural} are namespaced: the path needs /namespaces/NAME")
-        return Route(resource, namespace, *(rest[1:] + ["", ""])[:2])
+        return Route(resource, namespace, *[*rest[1:], "", ""][:2])
 
     @staticmethod
     def verb(method: str, route: Route, query: dict[str, str]) -> str:
@@ -293,7 +298,9 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "get":
             return 200, store.get(resource, namespace, name)
         if verb == "list":
-            selector = Selector.parse(resource.plural, query.get("labelSelector", ""), query.get("fieldSelector", ""))
+            selector = Selector.parse(
+                resource.plural, query.get("labelSelector", ""), query.get("fieldSelector", "")
+            )
             items, version = store.list(resource, namespace, selector)
             return 200, {
                 "kind": f"{resource.kind}List",

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 Obj = dict[str, Any]
 
@@ -22,7 +22,7 @@ Obj = dict[str, Any]
 class ApiError(Exception):
     """An error the API answers with a Status object."""
 
-    REASONS = {
+    REASONS: ClassVar[dict[int, str]] = {
         400: "BadRequest",
         401: "Unauthorized",
         403: "Forbidden",
@@ -385,7 +385,13 @@ class Store:
             return self._replace(resource, current, body, subresource)
 
     def patch(
-        self, resource: Resource, namespace: str, name: str, patch: Any, content_type: str, subresource: str = ""
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: Any,
+        content_type: str,
+        subresource: str = "",
     ) -> Obj:
         apply = PATCHES.get(content_type)
         if apply is None:
@@ -431,7 +437,9 @@ class Store:
             if current["metadata"].get("deletionTimestamp"):
                 return current
             if grace_seconds is None:
-                grace_seconds = int(current["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+                grace_seconds = int(
+                    current["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+                )
             obj = copy.deepcopy(current)
             obj["metadata"]["deletionTimestamp"] = now(grace_seconds)
             obj["metadata"]["deletionGracePeriodSeconds"] = grace_seconds
@@ -520,8 +528,10 @@ class Store:
             timer.cancel()
 
     @staticmethod
-    def _as_seen(event: Event, resource: Resource, namespace: str, selector: Selector) -> tuple[str, Obj] | None:
-        """The event as a watcher with this selector sees it: objects entering or leaving it are ADDED/DELETED."""
+    def _as_seen(
+        event: Event, resource: Resource, namespace: str, selector: Selector
+    ) -> tuple[str, Obj] | None:
+        """The event as this watcher sees it: objects entering or leaving its selector are ADDED/DELETED."""
         if event.plural != resource.plural or (namespace and event.namespace != namespace):
             return None
         now_matches = selector.matches(event.obj)

@@ -70,7 +70,8 @@ def test_label_and_field_selectors_as_the_executor_uses_them(emulator: Emulator)
     api = admin(emulator)
     api.create_namespaced_pod(NAMESPACE, pod("a", kubernetes_executor="True", **{"airflow-worker": "7"}))
     api.create_namespaced_pod(
-        NAMESPACE, pod("b", kubernetes_executor="True", airflow_executor_done="True", **{"airflow-worker": "7"})
+        NAMESPACE,
+        pod("b", kubernetes_executor="True", airflow_executor_done="True", **{"airflow-worker": "7"}),
     )
     api.create_namespaced_pod(NAMESPACE, pod("c", kubernetes_executor="True", **{"airflow-worker": "8"}))
     set_phase(emulator, "c", "Succeeded")
@@ -87,7 +88,9 @@ def test_label_and_field_selectors_as_the_executor_uses_them(emulator: Emulator)
     assert refused.value.status == 400 and "field label not supported" in message(refused)
 
 
-def test_watch_replays_from_zero_streams_after_a_version_and_says_410_when_expired(emulator: Emulator) -> None:
+def test_watch_replays_from_zero_streams_after_a_version_and_says_410_when_expired(
+    emulator: Emulator,
+) -> None:
     api = admin(emulator)
     api.create_namespaced_pod(NAMESPACE, pod("old", app="x"))
     listed = api.list_namespaced_pod(NAMESPACE, label_selector="app=x")
@@ -95,7 +98,9 @@ def test_watch_replays_from_zero_streams_after_a_version_and_says_410_when_expir
 
     replay = [
         (e["type"], e["object"].metadata.name)
-        for e in watch.Watch().stream(api.list_namespaced_pod, NAMESPACE, resource_version="0", timeout_seconds=1)
+        for e in watch.Watch().stream(
+            api.list_namespaced_pod, NAMESPACE, resource_version="0", timeout_seconds=1
+        )
     ]
     assert replay == [("ADDED", "old")]
 
@@ -105,7 +110,11 @@ def test_watch_replays_from_zero_streams_after_a_version_and_says_410_when_expir
     later = [
         (e["type"], e["object"].metadata.name)
         for e in watch.Watch().stream(
-            api.list_namespaced_pod, NAMESPACE, label_selector="app=x", resource_version=version, timeout_seconds=1
+            api.list_namespaced_pod,
+            NAMESPACE,
+            label_selector="app=x",
+            resource_version=version,
+            timeout_seconds=1,
         )
     ]
     assert later == [("ADDED", "new"), ("DELETED", "old")]
@@ -113,7 +122,11 @@ def test_watch_replays_from_zero_streams_after_a_version_and_says_410_when_expir
     emulator.store.compact()
     # The client raises the in-stream ERROR event; the executor's own watcher reads it as an event.
     with pytest.raises(ApiException) as expired:
-        list(watch.Watch().stream(api.list_namespaced_pod, NAMESPACE, resource_version=version, timeout_seconds=1))
+        list(
+            watch.Watch().stream(
+                api.list_namespaced_pod, NAMESPACE, resource_version=version, timeout_seconds=1
+            )
+        )
     assert expired.value.status == 410 and "too old resource version" in str(expired.value.reason)
     events = list(emulator.store.watch(PODS, NAMESPACE, Selector([], []), version, timeout=1))
     assert [(kind, obj["code"]) for kind, obj in events] == [("ERROR", 410)]
@@ -134,15 +147,32 @@ def test_a_watch_ends_after_timeout_seconds(emulator: Emulator) -> None:
 
 def test_rbac_forbids_what_the_applied_role_does_not_allow(emulator: Emulator) -> None:
     store = emulator.store
-    store.create(BY_PLURAL["", "serviceaccounts"], NAMESPACE, {
-        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "airflow-scheduler"}})
-    store.create(BY_PLURAL["rbac.authorization.k8s.io", "roles"], NAMESPACE, {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "launcher"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list"]}]})
-    store.create(BY_PLURAL["rbac.authorization.k8s.io", "rolebindings"], NAMESPACE, {
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "launcher"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "launcher"},
-        "subjects": [{"kind": "ServiceAccount", "name": "airflow-scheduler", "namespace": NAMESPACE}]})
+    store.create(
+        BY_PLURAL["", "serviceaccounts"],
+        NAMESPACE,
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "airflow-scheduler"}},
+    )
+    store.create(
+        BY_PLURAL["rbac.authorization.k8s.io", "roles"],
+        NAMESPACE,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "launcher"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list"]}],
+        },
+    )
+    store.create(
+        BY_PLURAL["rbac.authorization.k8s.io", "rolebindings"],
+        NAMESPACE,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "launcher"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "launcher"},
+            "subjects": [{"kind": "ServiceAccount", "name": "airflow-scheduler", "namespace": NAMESPACE}],
+        },
+    )
     scheduler = core(emulator, emulator.rbac.service_account_token(NAMESPACE, "airflow-scheduler"))
 
     scheduler.create_namespaced_pod(NAMESPACE, pod("w"))
@@ -171,21 +201,32 @@ def test_admission_refuses_invalid_objects_with_422_naming_the_field(emulator: E
     assert refused.value.status == 422 and "spec.containers.0.imagePullPolicy" in message(refused)
     api.create_namespaced_pod(NAMESPACE, pod("ok"))
     # The executor's watcher crashes on a null imageID, so the status subresource refuses one.
-    status = {"containerStatuses": [{"name": "base", "ready": True, "restartCount": 0, "image": "i", "imageID": None}]}
+    status = {
+        "containerStatuses": [
+            {"name": "base", "ready": True, "restartCount": 0, "image": "i", "imageID": None}
+        ]
+    }
     with pytest.raises(ApiError) as null_image:
-        emulator.store.patch(PODS, NAMESPACE, "ok", {"status": status}, "application/merge-patch+json", "status")
+        emulator.store.patch(
+            PODS, NAMESPACE, "ok", {"status": status}, "application/merge-patch+json", "status"
+        )
     assert null_image.value.code == 422 and "status.containerStatuses.0.imageID" in null_image.value.message
 
 
 def test_patches_strategic_merge_of_maps_json_and_merge_and_refuses_lists(emulator: Emulator) -> None:
     api = admin(emulator)
     created = api.create_namespaced_pod(NAMESPACE, pod("p", keep="1", drop="2"))
-    patched = api.patch_namespaced_pod("p", NAMESPACE, {"metadata": {"labels": {"drop": None, "airflow-worker": "9"}}})
+    patched = api.patch_namespaced_pod(
+        "p", NAMESPACE, {"metadata": {"labels": {"drop": None, "airflow-worker": "9"}}}
+    )
     assert patched.metadata.labels == {"keep": "1", "airflow-worker": "9"}
     assert int(patched.metadata.resource_version) > int(created.metadata.resource_version)
     assert patched.metadata.uid == created.metadata.uid
     json_patched = emulator.store.patch(
-        PODS, NAMESPACE, "p", [{"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}],
+        PODS,
+        NAMESPACE,
+        "p",
+        [{"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}],
         "application/json-patch+json",
     )
     assert json_patched["metadata"]["annotations"] == {"a": "b"}
@@ -211,7 +252,9 @@ def test_delete_with_a_grace_period_marks_the_pod_then_removal_deletes_it(emulat
     assert gone.value.status == 404
     events = [
         (e["type"], e["object"].metadata.name)
-        for e in watch.Watch().stream(api.list_namespaced_pod, NAMESPACE, resource_version=version, timeout_seconds=1)
+        for e in watch.Watch().stream(
+            api.list_namespaced_pod, NAMESPACE, resource_version=version, timeout_seconds=1
+        )
     ]
     assert events == [("MODIFIED", "g"), ("DELETED", "g")]
 
