@@ -607,6 +607,8 @@ def require_worker_pods(kube: cluster.Kube, namespace: str, pods: PodWatch, run:
     with console.status("waiting for the worker pods to be deleted"):
         while True:
             left = deploying.list_pods(kube, namespace, selector)
+            # The watch replaces a pod's record on each event: read the latest, not the one held above.
+            mine = {task: pods.pods.get(pod.name, pod) for task, pod in mine.items()}
             if all(pod.deleted for pod in mine.values()) and not left:
                 break
             if time.monotonic() > deadline:

@@ -35,12 +35,23 @@ POSTGRES_IMAGE = "airflow-ha-postgres:15"
 BASE_IMAGE = "airflow-ha-base:bookworm"
 
 
-def images() -> tuple[str, str]:
+def images(given: str = "") -> tuple[str, str]:
+    """The images of this revision (or --image), built as the test fixtures build them when missing."""
+    from docker.client import DockerClient
+    from docker.errors import ImageNotFound
+
+    client = DockerClient.from_env()
     settings = yaml.safe_load((REPO_ROOT / "invoke.yaml").read_text())["image"]
-    reference = f"{settings['repository']}:{image.image_tag(settings['airflow_version'])}"
-    image.build_image(reference, base_image=BASE_IMAGE, ca_bundle=None)
-    with image.build_context(REPO_ROOT / "docker" / "postgres", "Dockerfile") as context:
-        image.build(context, POSTGRES_IMAGE, buildargs={"BASE_IMAGE": BASE_IMAGE})
+    reference = given or f"{settings['repository']}:{image.image_tag(settings['airflow_version'])}"
+    try:
+        client.images.get(reference)
+    except ImageNotFound:
+        image.build_image(reference, base_image=BASE_IMAGE, ca_bundle=None)
+    try:
+        client.images.get(POSTGRES_IMAGE)
+    except ImageNotFound:
+        with image.build_context(REPO_ROOT / "docker" / "postgres", "Dockerfile") as context:
+            image.build(context, POSTGRES_IMAGE, buildargs={"BASE_IMAGE": BASE_IMAGE})
     return reference, POSTGRES_IMAGE
 
 
@@ -96,10 +107,11 @@ def run_once(client: httpx.Client, runner: Any, timeout: float = 600) -> tuple[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--image", default="", help="Airflow image to use. Default: this revision's tag")
     args = parser.parse_args()
     from stack.conftest import api_client, rehearsal_stack
 
-    airflow_image, postgres_image = images()
+    airflow_image, postgres_image = images(args.image)
     print(f"load average before the stack: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="executor-bench-") as folder:
         started = time.time()

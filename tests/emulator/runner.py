@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,7 @@ class PodRunner:
         # Wall-clock times (epoch seconds) per pod, for the benchmark: seen created, container started.
         self.created_at: dict[str, float] = {}
         self.started_at: dict[str, float] = {}
+        self.errors: list[str] = []  # a pod's start or termination that raised
         self._terminating: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -73,11 +75,25 @@ class PodRunner:
                 if pod["metadata"].get("deletionTimestamp"):
                     if name not in self._terminating:
                         self._terminating.add(name)
-                        threading.Thread(target=self._terminate, args=(pod,), daemon=True).start()
+                        self._spawn(self._terminate, pod)
                 elif name not in self.started and name not in self.failures:
                     self.started[name] = 0.0
                     self.created_at[name] = time.time()
-                    threading.Thread(target=self._run, args=(pod,), daemon=True).start()
+                    self._spawn(self._run, pod)
+
+    def _spawn(self, work: Callable[[dict[str, Any]], None], pod: dict[str, Any]) -> None:
+        """Run one pod's work in a thread; an error is recorded against the pod, never lost."""
+
+        def guarded() -> None:
+            try:
+                work(pod)
+            except Exception as error:
+                self.errors.append(
+                    f"{work.__name__} {pod['metadata']['name']}: {type(error).__name__}: {error}"
+                )
+                traceback.print_exc()
+
+        threading.Thread(target=guarded, daemon=True).start()
 
     def _status(self, name: str, status: dict[str, Any]) -> None:
         try:

@@ -347,6 +347,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")  # so that no client reuses it after the stream
         self.end_headers()
         try:
             self.write_chunks(json.dumps({"type": t, "object": o}).encode() + b"\n" for t, o in events)

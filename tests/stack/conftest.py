@@ -91,6 +91,23 @@ class Stack:
         lines = ["forbidden requests seen by the emulator:"]
         lines += [f"  {a.user} {a.verb} {a.path}: {a.message}" for a in self.emulator.forbidden()[-10:]]
         lines += [f"worker pods that could not start: {self.runner.failures}"] if self.runner.failures else []
+        lines += [f"pod runner errors: {self.runner.errors}"] if self.runner.errors else []
+        from emulator.store import BY_PLURAL, Selector
+
+        pods, version = self.emulator.store.list(BY_PLURAL["", "pods"], NAMESPACE, Selector([], []))
+        lines.append(f"pods in the emulator at resourceVersion {version}:")
+        for pod in pods:
+            metadata = pod["metadata"]
+            lines.append(
+                f"  {metadata['name']} {pod['status'].get('phase')} rv={metadata['resourceVersion']} "
+                f"deletionTimestamp={metadata.get('deletionTimestamp')} "
+                f"worker={metadata['labels'].get('airflow-worker')}"
+            )
+            lines += [
+                f"    {a.user} {a.verb} {a.code} {a.path.split('?')[0]}"
+                for a in self.emulator.audit
+                if metadata["name"] in a.path
+            ]
         for pod in self.pods("airflow-scheduler"):
             lines.append(f"--- {pod.name}\n{self.rehearsal.logs(pod, 60)}")
         return "\n".join(lines)

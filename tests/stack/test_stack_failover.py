@@ -122,7 +122,8 @@ def test_the_other_scheduler_adopts_the_pod_of_a_killed_scheduler(stack: Stack) 
         launcher = running[0]["metadata"]["labels"]["airflow-worker"]
         jobs = scheduler_jobs(stack)
         assert launcher in jobs, f"the pod's airflow-worker={launcher} is no running scheduler job: {jobs}"
-        killed = next(pod for pod in stack.pods("airflow-scheduler") if pod.name == jobs[launcher])
+        host = jobs[launcher].split(".")[0]
+        killed = next(pod for pod in stack.pods("airflow-scheduler") if pod.name == host)
         killed.containers[-1].kill(signal="SIGKILL")
         print(
             f"SIGKILLed {killed.name} (scheduler job {launcher}), "
