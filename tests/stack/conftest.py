@@ -273,13 +273,15 @@ def rehearsal_stack(airflow_image: str, postgres_image: str, folder: Path) -> It
             print(f"worker pods still running at the end, removed: {left_running}")
 
 
-def api_client(stack: Stack) -> httpx.Client:
+@contextmanager
+def api_client(stack: Stack) -> Iterator[httpx.Client]:
+    """A REST client of the rehearsal's api-server, signed in as the generated admin."""
     username, password = stack.admin
-    client = httpx.Client(base_url=stack.api_url, timeout=30)
-    token = client.post("/auth/token", json={"username": username, "password": password})
-    token.raise_for_status()
-    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-    return client
+    with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+        token = client.post("/auth/token", json={"username": username, "password": password})
+        token.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        yield client
 
 
 def wait_for(condition: Any, timeout: float, what: str, every: float = 2) -> Any:
