@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -124,7 +125,7 @@ def apply(emulator: Any, obj: dict[str, Any]) -> None:
         f"{emulator.url}{prefix}{scope}/{resource.plural}",
         json=obj,
         headers={"Authorization": f"Bearer {emulator.admin_token}"},
-        verify=str(emulator.ca_file),
+        verify=ssl.create_default_context(cafile=str(emulator.ca_file)),
         timeout=30,
     )
     if response.status_code != 201:

@@ -62,7 +62,8 @@ def test_cluster_mode_smoke_runs_one_worker_pod_per_task_instance(
     if result.returncode != 0:
         print(stack.diagnostics())
     assert result.returncode == 0, f"invoke smoke failed in cluster mode against the emulator for {dag_id}"
-    assert "ran in its own KubernetesExecutor worker pod" in result.stdout
+    # rich wraps long lines to the terminal width
+    assert "ran in its own KubernetesExecutor worker pod" in " ".join(result.stdout.split())
     created = [a for a in stack.emulator.audit if a.verb == "create" and a.path.endswith("/pods")]
     assert created and all(a.user == "system:serviceaccount:airflow:airflow-scheduler" for a in created), (
         created
