@@ -58,6 +58,7 @@ class Emulator:
         self.ca_pem = self.ca_file.read_text()
         self.admin_token = self.rbac.token(ADMIN)
         self._closing = threading.Event()
+        self.watch_epoch = 0
         handler = type("BoundHandler", (Handler,), {"emulator": self})
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
@@ -77,6 +78,14 @@ class Emulator:
     @property
     def closing(self) -> bool:
         return self._closing.is_set()
+
+    def end_watches(self) -> None:
+        """End every open watch, as an API server restart does: clients must watch again.
+
+        Authorization is checked per request, so a changed Role reaches a long-running
+        watch only when it is opened again, in Kubernetes as here.
+        """
+        self.watch_epoch += 1
 
     def close(self) -> None:
         self._closing.set()
@@ -336,13 +345,14 @@ class Handler(BaseHTTPRequestHandler):
         selector = Selector.parse(
             route.resource.plural, query.get("labelSelector", ""), query.get("fieldSelector", "")
         )
+        epoch = self.emulator.watch_epoch
         events = self.emulator.store.watch(
             route.resource,
             route.namespace,
             selector,
             query.get("resourceVersion", ""),
             float(query.get("timeoutSeconds") or 1800),
-            stopped=lambda: self.emulator.closing,
+            stopped=lambda: self.emulator.closing or self.emulator.watch_epoch != epoch,
         )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
