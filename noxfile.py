@@ -76,7 +76,11 @@ def image(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def stack(session: nox.Session) -> None:
-    """Rehearse the manifests in Docker: PostgreSQL, migration, every component, then `invoke smoke`."""
+    """Rehearse the deployment in Docker with its own KubernetesExecutor against the Kubernetes API emulator.
+
+    Then its scenarios: cluster-mode `invoke smoke`, worker isolation, api-server and scheduler
+    failover, RBAC. `nox -s stack -- --dag-id ID [--conf JSON]` smoke-tests another DAG.
+    """
     install_project(session)
     session.run("pytest", "-s", "tests/stack", *session.posargs)
 

@@ -160,10 +160,14 @@ def deploy(
     help={
         "context": CONTEXT_HELP,
         "namespace": "Namespace Airflow runs in. Default: namespace in invoke.yaml.",
-        "api_url": "Check this Airflow API server instead, skipping the cluster assertions.",
+        "api_url": "Reach the Airflow API here. Alone: REST checks only, no cluster assertions; "
+        "with --context: the cluster's worker-pod assertions too.",
         "username": "Username for --api-url. Default: the generated admin.",
         "password": "Password for --api-url. Default: the generated admin password.",
         "timeout": "Seconds to wait for the DAG run. Default: smoke.timeout in invoke.yaml.",
+        "dag_id": "Run this DAG from dags/ instead, with the same per-task worker-pod assertions. "
+        "Default: smoke.dag_id in invoke.yaml.",
+        "conf": "Run conf as a JSON object, merged over the smoke defaults, e.g. '{\"seconds\": 5}'.",
     }
 )
 def smoke(
@@ -174,8 +178,10 @@ def smoke(
     username: str = "",
     password: str = "",
     timeout: int = 0,
+    dag_id: str = "",
+    conf: str = "",
 ) -> None:
-    """Run the smoke DAG and prove each task ran in its own KubernetesExecutor worker pod."""
+    """Run the smoke DAG (or --dag-id) and prove each task ran in its own KubernetesExecutor worker pod."""
     with exit_on_failure():
         smoking.smoke(
             context=context or c.config.context or None,
@@ -184,8 +190,9 @@ def smoke(
             api_url=api_url or None,
             username=username or None,
             password=password or None,
-            dag_id=c.config.smoke.dag_id,
+            dag_id=dag_id or c.config.smoke.dag_id,
             timeout=timeout or c.config.smoke.timeout,
+            conf=conf,
         )
 
 

@@ -320,9 +320,15 @@ def smoke(
     password: str | None,
     dag_id: str,
     timeout: int,
+    conf: str = "",
 ) -> Run:
-    """Run the smoke DAG; in a cluster, prove each task ran in its own KubernetesExecutor worker pod."""
-    if api_url:
+    """Run a DAG; in a cluster, prove each task instance ran in its own KubernetesExecutor worker pod.
+
+    With ``api_url`` and no ``context`` only the REST flow is checked. With both, the cluster
+    assertions run against ``context`` while the api-server is reached at ``api_url``.
+    """
+    extra_conf = parse_conf(conf)
+    if api_url and not context:
         if not (username and password):
             raise Failure("--api-url needs --username and --password")
         console.print(
@@ -330,7 +336,7 @@ def smoke(
             f"conf {json.dumps(RELAXED_CONF)} because outside a cluster no task runs in a worker pod"
         )
         with AirflowAPI(api_url, username, password) as api:
-            run = run_dag(api, dag_id, RELAXED_CONF, timeout)
+            run = run_dag(api, dag_id, {**RELAXED_CONF, **extra_conf}, timeout)
             require_logs(api, run)
         console.print(f"[green]✓[/] smoke run {run.run_id} of {dag_id} succeeded")
         return run
@@ -340,12 +346,14 @@ def smoke(
     if not (username and password):
         username, password = admin_credentials(kube, namespace)
     with (
-        api_server(kube, namespace, on_kind=cluster.is_kind(target, kind_cluster)) as url,
+        given_or_found_api_server(
+            api_url, kube, namespace, on_kind=cluster.is_kind(target, kind_cluster)
+        ) as url,
         AirflowAPI(url, username, password) as api,
         PodWatch(kube, namespace, dag_id) as pods,
     ):
         try:
-            run = run_dag(api, dag_id, CLUSTER_CONF, timeout, pods)
+            run = run_dag(api, dag_id, {**CLUSTER_CONF, **extra_conf}, timeout, pods)
             require_worker_pods(kube, namespace, pods, run, timeout)
             require_logs(api, run)
         except kubeapi.Forbidden:
@@ -359,6 +367,30 @@ def smoke(
         "tasks ran in its own KubernetesExecutor worker pod, since deleted"
     )
     return run
+
+
+def parse_conf(conf: str) -> dict[str, Any]:
+    """The run conf given with --conf: a JSON object."""
+    if not conf:
+        return {}
+    try:
+        parsed = json.loads(conf)
+    except ValueError as error:
+        raise Failure(f"--conf must be a JSON object: {error}") from None
+    if not isinstance(parsed, dict):
+        raise Failure(f"--conf must be a JSON object, not {type(parsed).__name__}: {conf}")
+    return parsed
+
+
+@contextmanager
+def given_or_found_api_server(
+    api_url: str | None, kube: Kube, namespace: str, *, on_kind: bool
+) -> Iterator[str]:
+    if api_url:
+        yield api_url
+        return
+    with api_server(kube, namespace, on_kind=on_kind) as url:
+        yield url
 
 
 def admin_credentials(kube: Kube, namespace: str) -> tuple[str, str]:

@@ -178,6 +178,8 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
 
     def all_deleted() -> bool | None:
         left[:] = kubeapi.list_pods(kube, namespace, selector)
+        # The watch replaces a pod's record on each event: read the latest, not the one held above.
+        mine.update({task: pods.pods.get(pod.name, pod) for task, pod in mine.items()})
         return True if all(pod.deleted for pod in mine.values()) and not left else None
 
     def still_there() -> Failure:

@@ -4,12 +4,15 @@ Everything a container gets comes from the rendered objects and the generated
 secrets: image, command and args, env and envFrom, volumes, user, read-only root
 filesystem, dropped capabilities, init containers, probes. Service names become
 network aliases, so the URLs in the Airflow config resolve as they do in a cluster.
+The same translation runs the worker pods the KubernetesExecutor creates (see
+tests/emulator/runner.py), so components and workers cannot drift apart.
 
-Two things differ from a cluster, and both are announced by the test:
-- the executor is LocalExecutor, because KubernetesExecutor needs a Kubernetes API.
-  This proves the commands, configuration and wiring, not the executor;
-- images that no registry can provide here (PostgreSQL) are swapped for local builds
-  that keep the same contract.
+With a `Kubelet` (the Kubernetes API emulator's address, CA and tokens), containers get
+what a kubelet gives them: KUBERNETES_SERVICE_HOST/PORT, and a ServiceAccount token with
+ca.crt and namespace at /var/run/secrets/kubernetes.io/serviceaccount unless the pod or
+its ServiceAccount turns automounting off; ConfigMaps and Secrets are then read from the
+API, as applied. Images that no registry can provide here (PostgreSQL) are swapped for
+local builds that keep the same contract.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,17 +32,29 @@ from docker.models.containers import Container
 
 from airflow_ha.manifests import Manifest, containers, pod_specs
 
-EXECUTOR_OVERRIDE = {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
 NAMESPACE = "airflow"
+SERVICE_ACCOUNT_FOLDER = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class RehearsalError(AssertionError):
     """A pod of the rehearsal did not do what its manifest promises."""
 
 
+@dataclass(frozen=True)
+class Kubelet:
+    """What a kubelet hands pods: the API's address and CA, tokens, ConfigMaps and Secrets."""
+
+    host: str
+    port: int
+    ca_pem: str
+    token: Callable[[str, str], str]  # (namespace, service account) -> bearer token
+    config_map: Callable[[str], dict[str, str]]
+    secret: Callable[[str], dict[str, str]]
+
+
 @dataclass
 class Pod:
-    """One replica of a workload, run as containers that share its volumes."""
+    """One replica of a workload, or one bare pod, run as containers that share its volumes."""
 
     manifest: Manifest
     replica: int
@@ -48,10 +63,14 @@ class Pod:
 
     @property
     def name(self) -> str:
+        if self.manifest.kind == "Pod":
+            return self.manifest.name
         return f"{self.manifest.name}-{self.replica}"
 
     @property
     def labels(self) -> dict[str, str]:
+        if self.manifest.kind == "Pod":
+            return self.manifest.labels
         template = (self.manifest.obj.get("spec") or {}).get("template") or {}
         return (template.get("metadata") or {}).get("labels") or {}
 
@@ -72,6 +91,13 @@ class Rehearsal:
         self.image_substitutes = image_substitutes or {}
         self.run_id = run_id or uuid.uuid4().hex[:8]
         self.network = self.client.networks.create(f"airflow-ha-stack-{self.run_id}", driver="bridge")
+        self.network.reload()
+        # The host's address on this network: where a Kubernetes API emulator listens for the pods.
+        self.gateway: str = self.network.attrs["IPAM"]["Config"][0]["Gateway"]
+        self.kubelet: Kubelet | None = None
+        # What each worker pod's container was given, kept after the container is gone.
+        self.worker_environments: dict[str, dict[str, str]] = {}
+        self.worker_mounts: dict[str, list[str]] = {}
         self.files = tempfile.TemporaryDirectory(prefix="airflow-ha-stack-")
         self.volumes: dict[str, str] = {}
         self.pods: list[Pod] = []
@@ -86,9 +112,13 @@ class Rehearsal:
         raise RehearsalError(f"the manifests have no {kind}/{name}")
 
     def config_map(self, name: str) -> dict[str, str]:
+        if self.kubelet:
+            return self.kubelet.config_map(name)
         return dict(self.find("ConfigMap", name).obj.get("data") or {})
 
     def secret(self, name: str) -> dict[str, str]:
+        if self.kubelet:
+            return self.kubelet.secret(name)
         if name not in self.secrets:
             raise RehearsalError(f"Secret/{name} is neither generated nor in the manifests")
         return self.secrets[name]
@@ -113,7 +143,10 @@ class Rehearsal:
                 env.update(self.secret(source["secretRef"]["name"]))
         for variable in container.get("env") or []:
             env[variable["name"]] = self.env_value(pod, variable)
-        env.update(EXECUTOR_OVERRIDE)
+        if self.kubelet:  # every container in a cluster gets the API's Service address
+            env.update(
+                KUBERNETES_SERVICE_HOST=self.kubelet.host, KUBERNETES_SERVICE_PORT=str(self.kubelet.port)
+            )
         return env
 
     def env_value(self, pod: Pod, variable: dict[str, Any]) -> str:
@@ -158,7 +191,34 @@ class Rehearsal:
                 binds[str(folder)] = {"bind": mount["mountPath"], "mode": "ro"}
             else:
                 raise RehearsalError(f"{pod.manifest.ref}: volume {mount['name']} is not rehearsed: {volume}")
+        token_folder = self.service_account_files(pod)
+        if token_folder:
+            binds[str(token_folder)] = {"bind": SERVICE_ACCOUNT_FOLDER, "mode": "ro"}
         return binds, tmpfs
+
+    def service_account_files(self, pod: Pod) -> Path | None:
+        """The token, ca.crt and namespace a kubelet mounts, unless the pod or its account opts out."""
+        if not self.kubelet:
+            return None
+        account = pod.spec.get("serviceAccountName") or "default"
+        automount = pod.spec.get("automountServiceAccountToken")
+        if automount is None:
+            found = [m for m in self.manifests if m.kind == "ServiceAccount" and m.name == account]
+            automount = found[0].obj.get("automountServiceAccountToken", True) if found else True
+        if not automount:
+            return None
+        folder = Path(self.files.name) / pod.name / "serviceaccount"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {
+            "token": self.kubelet.token(NAMESPACE, account),
+            "ca.crt": self.kubelet.ca_pem,
+            "namespace": NAMESPACE,
+        }
+        for file_name, text in files.items():
+            (folder / file_name).write_text(text)
+            (folder / file_name).chmod(0o644)  # the container user is not this user
+        folder.chmod(0o755)
+        return folder
 
     def image(self, container: dict[str, Any]) -> str:
         return self.image_substitutes.get(container["image"], container["image"])
@@ -275,6 +335,14 @@ class Rehearsal:
         self.network.connect(runner, aliases=self.service_aliases(pod.labels))
         pod.containers.append(runner)
         runner.start()
+
+    def worker_run_options(self, pod_object: dict[str, Any]) -> dict[str, Any]:
+        """Docker run options for a bare pod from the API (a worker pod): the same translation."""
+        pod = Pod(Manifest("Kubernetes API", pod_object), 0, pod_object["spec"])
+        options = self.run_options(pod, pod.spec["containers"][0])
+        self.worker_environments[pod.name] = dict(options["environment"])
+        self.worker_mounts[pod.name] = sorted(m["bind"] for m in options["volumes"].values())
+        return options
 
     def run_job(self, manifest: Manifest, timeout: float = 300) -> str:
         (_, spec), *_ = pod_specs(manifest)

@@ -1,84 +1,35 @@
-"""`nox -s stack`: the rendered manifests rehearsed in Docker, then `invoke smoke --api-url`.
+"""`nox -s stack`: the deployment rehearsed in Docker with its own KubernetesExecutor.
 
-PostgreSQL, the migration Job and every Airflow component run as containers built
-from the kind overlay's own objects and the generated secrets (see rehearsal.py).
-This is NOT a KubernetesExecutor test: the executor is overridden to LocalExecutor,
-because KubernetesExecutor needs a cluster. `nox -s e2e` is the KubernetesExecutor test.
+The Kubernetes API is the emulator of tests/emulator (NOT Kubernetes; see conftest.py for what
+it does not prove); everything else is real: PostgreSQL, the migration, two api-servers, two
+schedulers, the dag-processor, two triggerers, and one Docker container per worker pod.
+Scenarios: cluster-mode `invoke smoke` with one pod per task-instance try (any DAG with
+`nox -s stack -- --dag-id ID`), worker isolation, then, in the files after this one, the
+api-server and scheduler failovers and RBAC.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from airflow_ha import generated_secrets, manifests
+from airflow_ha import generated_secrets
 
-from .rehearsal import EXECUTOR_OVERRIDE, Rehearsal, RehearsalError, component_pods
+from .conftest import COMPONENTS, NOT_PROVEN, SMOKE_DAG_ID, Stack, api_client
+from .rehearsal import SERVICE_ACCOUNT_FOLDER, component_pods
 
-COMPONENTS = ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
-DAG_ID = "smoke_kubernetes_executor"
-
-
-@pytest.fixture(scope="module")
-def stack(airflow_image: str, postgres_image: str) -> Iterator[Rehearsal]:
-    rendered = manifests.render("kind", image=airflow_image)
-    postgres = manifests.find(rendered, "StatefulSet", "airflow-postgres")
-    assert postgres, "the kind overlay has no StatefulSet/airflow-postgres"
-    manifest_postgres_image = postgres.obj["spec"]["template"]["spec"]["containers"][0]["image"]
-    print(
-        f"\nREHEARSAL, not a KubernetesExecutor test: executor overridden to {EXECUTOR_OVERRIDE}."
-        f"\nNo registry is reachable, so {manifest_postgres_image} runs as {postgres_image}."
-    )
-    rehearsal = Rehearsal(
-        rendered, generated_secrets.generate_missing({}), {manifest_postgres_image: postgres_image}
-    )
-    try:
-        rehearsal.start(postgres)
-        for pod in rehearsal.pods:
-            rehearsal.wait_until_probes_pass(pod, timeout=120)
-        migrate = manifests.find(rendered, "Job", "airflow-migrate")
-        assert migrate, "the kind overlay has no Job/airflow-migrate"
-        print(rehearsal.run_job(migrate).strip().splitlines()[-1])
-        for name in COMPONENTS:
-            workload = manifests.find(rendered, "Deployment", name)
-            assert workload, f"the kind overlay has no Deployment/{name}"
-            rehearsal.start(workload)
-        yield rehearsal
-    except RehearsalError:
-        for pod in rehearsal.pods:
-            print(f"--- {pod.name}\n{rehearsal.logs(pod) if pod.containers else '(not started)'}")
-        raise
-    finally:
-        run_id = rehearsal.run_id
-        rehearsal.close()
-        leftovers = rehearsal.client.containers.list(
-            all=True, filters={"label": f"airflow-ha-stack={run_id}"}
-        )
-        assert not leftovers, f"rehearsal containers left behind: {[c.name for c in leftovers]}"
+# What no worker pod may hold: it reaches the Execution API with its workload's own token.
+COMPONENT_SECRETS = (generated_secrets.AIRFLOW_SECRETS, generated_secrets.METADATA_SECRET)
 
 
-@pytest.fixture(scope="module")
-def api_url(stack: Rehearsal) -> str:
-    api_server = next(pod for pod in stack.pods if pod.manifest.name == "airflow-api-server")
-    return f"http://127.0.0.1:{stack.host_port(api_server, 8080)}"
-
-
-def admin_credentials(stack: Rehearsal) -> tuple[str, str]:
-    generated = stack.secrets[generated_secrets.ADMIN_SECRET]
-    return generated["username"], generated["password"]
-
-
-def test_every_component_replica_passes_its_own_probes(stack: Rehearsal) -> None:
-    pods = list(component_pods(stack))
+def test_every_component_replica_passes_its_own_probes(stack: Stack) -> None:
+    print(NOT_PROVEN)
+    pods = list(component_pods(stack.rehearsal))
     assert {pod.manifest.name for pod in pods} == {"airflow-postgres", *COMPONENTS}
     replicas = {pod.manifest.name: 0 for pod in pods}
     for pod in pods:
-        results = stack.wait_until_probes_pass(pod)
+        results = stack.rehearsal.wait_until_probes_pass(pod)
         replicas[pod.manifest.name] += 1
         print(f"{pod.name}: " + "; ".join(f"{probe} ok" for probe in results))
     # The HA layout itself is rehearsed: two api-servers, schedulers and triggerers at once.
@@ -87,59 +38,75 @@ def test_every_component_replica_passes_its_own_probes(stack: Rehearsal) -> None
     )
 
 
-def test_api_servers_answer_behind_the_service_name(stack: Rehearsal) -> None:
+def test_api_servers_answer_behind_the_service_name(stack: Stack) -> None:
     """The execution API URL in the config resolves to the api-servers, as it must for workers."""
-    scheduler = next(pod for pod in stack.pods if pod.manifest.name == "airflow-scheduler")
-    url = stack.config_map("airflow-config")["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+    scheduler = stack.pods("airflow-scheduler")[0]
+    url = stack.rehearsal.config_map("airflow-config")["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
     health = url.replace("/execution/", "/api/v2/monitor/health")
     probe = f"import urllib.request; print(urllib.request.urlopen({health!r}, timeout=10).status)"
     result = scheduler.containers[-1].exec_run(["python", "-c", probe])
     assert result.exit_code == 0 and result.output.decode().strip() == "200", result.output.decode()
 
 
-def test_smoke_dag_runs_through_invoke_smoke(stack: Rehearsal, api_url: str) -> None:
-    username, password = admin_credentials(stack)
-    invoke = shutil.which("invoke")
-    assert invoke, "invoke is not installed in this environment"
-    result = subprocess.run(
-        [
-            invoke,
-            "smoke",
-            "--api-url",
-            api_url,
-            "--username",
-            username,
-            "--password",
-            password,
-            "--timeout",
-            "300",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
-    print(result.stdout[-4000:], result.stderr[-4000:])
+def test_cluster_mode_smoke_runs_one_worker_pod_per_task_instance(
+    stack: Stack, request: pytest.FixtureRequest
+) -> None:
+    """`invoke smoke` in cluster mode against the emulator: the executor's pods, PodWatch, pod deletion, logs.
+
+    Its kube context names the emulator (a kubeconfig with the test ServiceAccount's token);
+    the api-server is the rehearsal's. Smoke requires one worker pod per task-instance try,
+    each deleted, and each task's log readable through the API after its pod is gone.
+    """
+    dag_id, conf = request.config.getoption("--dag-id"), request.config.getoption("--conf")
+    result = stack.smoke("--dag-id", dag_id, *(["--conf", conf] if conf else []))
     if result.returncode != 0:
-        for pod in stack.pods:
-            if pod.manifest.name == "airflow-scheduler":
-                print(f"--- {pod.name}\n{stack.logs(pod, 80)}")
-    assert result.returncode == 0, "invoke smoke failed against the rehearsal"
-    assert password not in result.stdout + result.stderr, "invoke smoke printed the admin password"
+        print(stack.diagnostics())
+    assert result.returncode == 0, f"invoke smoke failed in cluster mode against the emulator for {dag_id}"
+    # rich wraps long lines to the terminal width
+    assert "ran in its own KubernetesExecutor worker pod" in " ".join(result.stdout.split())
+    created = [a for a in stack.emulator.audit if a.verb == "create" and a.path.endswith("/pods")]
+    assert created and all(a.user == "system:serviceaccount:airflow:airflow-scheduler" for a in created), (
+        created
+    )
+    assert not stack.runner.failures, stack.runner.failures
 
 
-def test_task_log_is_readable_through_the_api(stack: Rehearsal, api_url: str) -> None:
-    username, password = admin_credentials(stack)
-    with httpx.Client(base_url=api_url, timeout=30) as client:
-        token = client.post("/auth/token", json={"username": username, "password": password})
-        token.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-        runs = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"order_by": "-start_date", "limit": 1})
+def test_worker_pods_hold_no_component_secret_and_no_api_token(stack: Stack) -> None:
+    """Isolation of the worker pods the smoke run used: only the airflow-config ConfigMap, no token.
+
+    Reads what the pod runner gave each worker container (the emulator's pods are gone by now).
+    """
+    workers = stack.rehearsal.worker_environments
+    assert workers, "no worker pod ran: run the cluster-mode smoke scenario first"
+    forbidden_values = {
+        value for name in COMPONENT_SECRETS for value in stack.rehearsal.secrets[name].values()
+    } | {stack.admin[1]}
+    forbidden_keys = {key for name in COMPONENT_SECRETS for key in stack.rehearsal.secrets[name]}
+    for pod_name, environment in workers.items():
+        assert not forbidden_keys & environment.keys(), (
+            f"{pod_name} got {forbidden_keys & environment.keys()}"
+        )
+        leaked = [key for key, value in environment.items() if value in forbidden_values]
+        assert not leaked, f"{pod_name} got a component secret in {leaked}"
+        assert SERVICE_ACCOUNT_FOLDER not in stack.rehearsal.worker_mounts[pod_name], (
+            f"{pod_name} got an API token"
+        )
+        assert environment.get("AIRFLOW_IS_K8S_EXECUTOR_POD") == "True", sorted(environment)
+    print(f"{len(workers)} worker pods ran with config only: {sorted(workers)}")
+
+
+def test_task_log_is_readable_through_the_api(stack: Stack, request: pytest.FixtureRequest) -> None:
+    if request.config.getoption("--dag-id") != SMOKE_DAG_ID:
+        pytest.skip("reads the smoke DAG's last log; smoke itself read every task's log of --dag-id")
+    with api_client(stack) as client:
+        runs = client.get(
+            f"/api/v2/dags/{SMOKE_DAG_ID}/dagRuns", params={"order_by": "-start_date", "limit": 1}
+        )
         runs.raise_for_status()
         (run,) = runs.json()["dag_runs"]
         assert run["state"] == "success", run
         log = client.get(
-            f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/assert_ran_in_executor_pods/logs/1",
+            f"/api/v2/dags/{SMOKE_DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances/assert_ran_in_executor_pods/logs/1",
             headers={"Accept": "application/json"},
         )
         log.raise_for_status()
