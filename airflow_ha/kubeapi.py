@@ -284,16 +284,19 @@ def pod_log_tail(
     reason = "not found"
     for attempt in (True, False) if previous else (False,):
         try:
-            text = kube.core.read_namespaced_pod_log(
+            # Unparsed: the client would turn a log that is not JSON into the repr of its bytes.
+            response = kube.core.read_namespaced_pod_log(
                 name=pod,
                 namespace=namespace,
                 container=container,
                 tail_lines=lines,
                 previous=attempt,
                 _request_timeout=REQUEST_TIMEOUT,
+                _preload_content=False,
             )
         except ApiException as error:
             reason = api_message(error)
             continue
-        return "\n".join(f"  | {line}" for line in str(text).rstrip().splitlines()) or "  (empty log)"
+        text = response.data.decode(errors="replace")
+        return "\n".join(f"  | {line}" for line in text.rstrip().splitlines()) or "  (empty log)"
     return f"  (no log: {reason})"

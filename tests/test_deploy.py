@@ -20,6 +20,7 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -114,10 +115,11 @@ class FakeCluster:
             return False
         return not any(verb == v and resource == plural(kind) for v, kind in self.denied)
 
-    def read_namespaced_pod_log(self, name: str, namespace: str, previous: bool = False, **_: Any) -> str:
+    def read_namespaced_pod_log(self, name: str, namespace: str, previous: bool = False, **_: Any) -> Any:
+        """As the client answers with _preload_content=False: the raw response, bytes in .data."""
         if (name, previous) not in self.pod_logs:
             raise api_error(400, f"previous terminated container in pod {name} not found")
-        return self.pod_logs[name, previous]
+        return SimpleNamespace(data=self.pod_logs[name, previous].encode())
 
     def kube(self, context: str = "kind-airflow-ha") -> kubeapi.Kube:
         return kubeapi.Kube(context=context, dynamic=self, core=self)

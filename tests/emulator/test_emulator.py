@@ -272,3 +272,15 @@ def test_pod_log_needs_a_container_of_the_pod_and_a_started_container(emulator: 
     with pytest.raises(ApiException) as wrong:
         api.read_namespaced_pod_log("l", NAMESPACE, container="sidecar")
     assert wrong.value.status == 400
+
+
+def test_the_log_tail_deploy_shows_is_the_log_text(emulator: Emulator) -> None:
+    """kubeapi.pod_log_tail through the real client and the emulator's HTTP, not a fake."""
+    from airflow_ha import kubeapi
+
+    api = admin(emulator)
+    api.create_namespaced_pod(NAMESPACE, pod("t"))
+    emulator.store.log_readers[NAMESPACE, "t"] = lambda container, tail: "first line\nlast line\n"
+    kube = kubeapi.Kube(context="emulator", dynamic=None, core=api)
+
+    assert kubeapi.pod_log_tail(kube, NAMESPACE, "t", "base") == "  | first line\n  | last line"
