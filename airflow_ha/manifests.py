@@ -163,7 +163,8 @@ def pod_template(manifests: Iterable[Manifest]) -> Manifest | None:
     overlay that replaces the template (kube/overlays/okteto).
     """
     config_map = find(manifests, "ConfigMap", POD_TEMPLATE_CONFIG_MAP)
-    text = ((config_map.obj.get("data") or {}) if config_map else {}).get(POD_TEMPLATE_KEY)
+    data = config_map.obj.get("data") if config_map else None
+    text = data.get(POD_TEMPLATE_KEY) if isinstance(data, dict) else None
     if config_map is None or text is None:
         return None
     source = str(Path(config_map.source).parent / POD_TEMPLATE_KEY)
