@@ -33,16 +33,11 @@ def provision(session: nox.Session, *names: str) -> None:
     session.env["PATH"] = os.pathsep.join([*folders, session.env.get("PATH") or os.environ["PATH"]])
 
 
-def install_checkov(session: nox.Session) -> None:
-    """checkov's pins clash with Airflow's, so it lives in a tool environment of its own."""
-    provision(session, "checkov")
-
-
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """The manifest gate, then ruff, mypy, yamllint, hadolint and shellcheck."""
     install_project(session)
-    install_checkov(session)
+    provision(session, "kubectl", "checkov")  # kustomize renders, checkov scans
     session.run("invoke", "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
@@ -56,7 +51,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests: every lint check against broken manifests, the DAG, deploy and smoke logic."""
     install_project(session)
-    install_checkov(session)
+    provision(session, "kubectl", "checkov")  # kustomize renders, checkov scans
     session.run(
         "pytest",
         "tests",
@@ -82,6 +77,7 @@ def stack(session: nox.Session) -> None:
     failover, RBAC. `nox -s stack -- --dag-id ID [--conf JSON]` smoke-tests another DAG.
     """
     install_project(session)
+    provision(session, "kubectl")  # kustomize renders the overlay the rehearsal runs
     session.run("pytest", "-s", "tests/stack", *session.posargs)
 
 

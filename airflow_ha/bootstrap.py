@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS_ENV = ROOT / ".cache" / "bootstrap"
 PROJECT_ENV = ROOT / ".venv"
 TOOLS_LOCK = ROOT / "requirements" / "bootstrap.lock"
-PROJECT_LOCK = ROOT / "docker" / "requirements.lock"
+# Every dependency of the project, Airflow pinned as in the image, with hashes.
+PROJECT_LOCK = ROOT / "docker" / "deployer" / "requirements.lock"
 PROJECT_INPUTS = (PROJECT_LOCK, ROOT / "pyproject.toml")
 # The image runs Python 3.11 and docker/requirements.lock is compiled for it.
 PROJECT_PYTHON = (3, 11)
@@ -126,9 +127,14 @@ def install_project(env: Path) -> None:
             [uv, "venv", "--quiet", "--python", wanted, str(env)],
             f"creating {relative(env)} with Python {wanted}",
         )
+    python = ["--python", str(python_of(env))]
     run(
-        [uv, "pip", "install", "--python", str(python_of(env)), "-r", str(PROJECT_LOCK), "-e", str(ROOT)],
-        f"installing {relative(PROJECT_LOCK)} and the project into {relative(env)}",
+        [uv, "pip", "install", *python, "--require-hashes", "-r", str(PROJECT_LOCK)],
+        f"installing {relative(PROJECT_LOCK)} into {relative(env)}",
+    )
+    run(
+        [uv, "pip", "install", *python, "--no-deps", "-e", str(ROOT)],
+        f"installing the project into {relative(env)}",
     )
 
 

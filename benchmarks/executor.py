@@ -77,7 +77,7 @@ def run_once(client: httpx.Client, runner: Any, timeout: float = 600) -> tuple[f
     if state != "success":
         raise SystemExit(f"run {run_id} failed")
     tasks = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
-    from airflow_ha.smoke import safe_label
+    from airflow_ha.worker_pods import safe_label
 
     rows = []
     for ti in tasks:

@@ -1,7 +1,7 @@
 """The e2e tests run wherever a Docker daemon answers; without one they skip, naming it.
 
 Everything else the product provisions itself (kind, kubectl, checkov), so a preflight
-failure here is a failure, not a skip: the product's own preflight (airflow_ha.cluster)
+failure here is a failure, not a skip: the product's own preflight (airflow_ha.preflight)
 prints the line `invoke deploy` would print, and the session fails with it.
 """
 
