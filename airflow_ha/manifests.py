@@ -168,7 +168,10 @@ def pod_template(manifests: Iterable[Manifest]) -> Manifest | None:
     if config_map is None or text is None:
         return None
     source = str(Path(config_map.source).parent / POD_TEMPLATE_KEY)
-    return Manifest(source, yaml.safe_load(text) or {})
+    template = yaml.safe_load(text) or {}
+    if not isinstance(template, dict):
+        raise yaml.YAMLError(f"{POD_TEMPLATE_KEY} holds a {type(template).__name__}, not a Pod")
+    return Manifest(source, template)
 
 
 def pod_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
