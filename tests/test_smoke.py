@@ -6,8 +6,9 @@ dags/ and SimpleAuthManager reading a password file written here. These tests ar
 slowest of the unit suite, so they are few: one success, and the three failures users
 must understand (a missing DAG, wrong credentials, a failing task).
 
-The cluster half of the smoke test (worker pods) needs Kubernetes, which cannot run
-here: tests/e2e covers it on kind. Below, its label matching is checked against the
+The cluster half of the smoke test (worker pods) runs end to end in tests/stack, against
+the Kubernetes API emulator and real worker containers, and on kind in tests/e2e. Below, its
+label matching is checked against the
 provider's own pod generator; the pod watch and the pod assertions against a Kubernetes
 API mocked in-process (a list of pods, and a watch that fails on purpose); the
 port-forward relay against a real HTTP server on loopback, standing in for the pod.
