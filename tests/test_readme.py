@@ -85,16 +85,7 @@ def test_the_readme_commands_set_up_under_debians_system_python(tmp_path):
     # and stops before any cluster: where kind cannot be downloaded, it stops there.
     set_up_and_check = re.sub(r"invoke deploy.*$", "invoke doctor", deploy)
 
-    deployed = subprocess.run(
-        set_up_and_check,
-        shell=True,
-        cwd=clone,
-        env=system_python_env(),
-        capture_output=True,
-        text=True,
-        timeout=SETUP_TIMEOUT,
-        check=False,
-    )
+    deployed = run_as_on_a_fresh_machine(set_up_and_check, clone)
     output = deployed.stdout + deployed.stderr
     assert "externally-managed-environment" not in output
     assert (clone / ".venv" / "bin" / "invoke").is_file(), output[-3000:]
@@ -110,8 +101,15 @@ def test_the_readme_commands_set_up_under_debians_system_python(tmp_path):
         assert "Install it by hand (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)" in output
         assert "checkov missing" not in output and "checkov not found" not in output
 
-    listed = subprocess.run(
-        f"{test} --list",
+    listed = run_as_on_a_fresh_machine(f"{test} --list", clone)
+    assert listed.returncode == 0, (listed.stdout + listed.stderr)[-3000:]
+    assert "* tests -> " in listed.stdout
+
+
+def run_as_on_a_fresh_machine(command: str, clone: Path) -> subprocess.CompletedProcess[str]:
+    """A README command in the clone, under the system Python's PATH; never raises on failure."""
+    return subprocess.run(
+        command,
         shell=True,
         cwd=clone,
         env=system_python_env(),
@@ -120,5 +118,3 @@ def test_the_readme_commands_set_up_under_debians_system_python(tmp_path):
         timeout=SETUP_TIMEOUT,
         check=False,
     )
-    assert listed.returncode == 0, (listed.stdout + listed.stderr)[-3000:]
-    assert "* tests -> " in listed.stdout
