@@ -206,20 +206,27 @@ def stack(
 
 
 @contextmanager
-def rehearsal_stack(airflow_image: str, postgres_image: str, folder: Path) -> Iterator[Stack]:
-    """The whole deployment, up and healthy, with the emulator and the pod runner; removed after."""
+def rehearsal_stack(
+    airflow_image: str, postgres_image: str, folder: Path, overlay: str = "kind"
+) -> Iterator[Stack]:
+    """The whole deployment of one overlay, up and healthy, with the emulator and the pod runner;
+    removed after."""
     server, runner = emulator_types()
-    rendered = manifests.render("kind", image=airflow_image)
+    rendered = manifests.render(overlay, image=airflow_image)
     postgres = manifests.find(rendered, "StatefulSet", "airflow-postgres")
-    assert postgres, "the kind overlay has no StatefulSet/airflow-postgres"
+    assert postgres, f"the {overlay} overlay has no StatefulSet/airflow-postgres"
     manifest_postgres_image = postgres.obj["spec"]["template"]["spec"]["containers"][0]["image"]
-    print(f"\nREHEARSAL with the deployment's own configuration (KubernetesExecutor).\n{NOT_PROVEN}")
+    print(
+        f"\nREHEARSAL of the {overlay} overlay with its own configuration (KubernetesExecutor).\n{NOT_PROVEN}"
+    )
     print(f"No registry is reachable, so {manifest_postgres_image} runs as {postgres_image}.")
     generated = generated_secrets.generate_missing({})
     rehearsal = Rehearsal(rendered, generated, {manifest_postgres_image: postgres_image})
     emulator = server.Emulator(host=rehearsal.gateway, version=kubernetes_version())
     pods_runner = None
     try:
+        if not manifests.find(rendered, "Namespace", NAMESPACE):  # it exists already (okteto)
+            apply(emulator, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
         for manifest in sorted(rendered, key=lambda m: m.kind != "Namespace"):
             apply(emulator, manifest.obj)
         for name, data in generated.items():
@@ -247,11 +254,11 @@ def rehearsal_stack(airflow_image: str, postgres_image: str, folder: Path) -> It
         for pod in rehearsal.pods:
             rehearsal.wait_until_probes_pass(pod, timeout=120)
         migrate = manifests.find(rendered, "Job", "airflow-migrate")
-        assert migrate, "the kind overlay has no Job/airflow-migrate"
+        assert migrate, f"the {overlay} overlay has no Job/airflow-migrate"
         print(rehearsal.run_job(migrate).strip().splitlines()[-1])
         for name in COMPONENTS:
             workload = manifests.find(rendered, "Deployment", name)
-            assert workload, f"the kind overlay has no Deployment/{name}"
+            assert workload, f"the {overlay} overlay has no Deployment/{name}"
             rehearsal.start(workload)
         api_server = stack.pods("airflow-api-server")[0]
         rehearsal.wait_until_probes_pass(api_server)

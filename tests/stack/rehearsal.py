@@ -97,6 +97,7 @@ class Rehearsal:
         self.kubelet: Kubelet | None = None
         # What each worker pod's container was given, kept after the container is gone.
         self.worker_environments: dict[str, dict[str, str]] = {}
+        self.worker_specs: dict[str, dict[str, Any]] = {}
         self.worker_mounts: dict[str, list[str]] = {}
         self.files = tempfile.TemporaryDirectory(prefix="airflow-ha-stack-")
         self.volumes: dict[str, str] = {}
@@ -341,6 +342,7 @@ class Rehearsal:
         pod = Pod(Manifest("Kubernetes API", pod_object), 0, pod_object["spec"])
         options = self.run_options(pod, pod.spec["containers"][0])
         self.worker_environments[pod.name] = dict(options["environment"])
+        self.worker_specs[pod.name] = pod.spec
         self.worker_mounts[pod.name] = sorted(m["bind"] for m in options["volumes"].values())
         return options
 
