@@ -159,7 +159,11 @@ class PodRunner:
         finished = container.attrs["State"]
         terminated = {
             "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
+            "reason": "Completed"
+            if exit_code == 0
+            else "OOMKilled"
+            if finished.get("OOMKilled")
+            else "Error",
             "startedAt": timestamp(finished["StartedAt"]),
             "finishedAt": timestamp(finished["FinishedAt"]),
             "containerID": f"docker://{container.id}",

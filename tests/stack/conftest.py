@@ -5,7 +5,8 @@ Docker containers (rehearsal.py); the Kubernetes API they reach, in-cluster, is 
 of tests/emulator, listening on the rehearsal network's gateway, and the worker pods the
 executor creates there are run by the emulator's Docker pod runner. The emulator is NOT
 Kubernetes: this proves the executor's configuration, pod template, RBAC and API calls, not
-scheduling, resources, NetworkPolicy or a real kubelet (only kind or a cluster prove those).
+scheduling, requests, CPU limits, NetworkPolicy or a real kubelet (only kind or a cluster prove
+those). Memory limits hold: Docker sets each container's cgroup limit as a kubelet would.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ CONTEXT = "executor-emulator"  # the kube context smoke gets: it names the emula
 SMOKE_ACCOUNT = "airflow-smoke"  # the test's own ServiceAccount: what `invoke smoke` may read
 NOT_PROVEN = (
     "EMULATED Kubernetes API (tests/emulator), not kind and not a cluster: this does not prove "
-    "scheduling, resources, NetworkPolicy, PodDisruptionBudgets or a real kubelet (`nox -s e2e` does)."
+    "scheduling, requests, CPU limits, NetworkPolicy, PodDisruptionBudgets or a real kubelet "
+    "(`nox -s e2e` does); memory limits are Docker's cgroup limits."
 )
 
 
@@ -93,6 +95,7 @@ class Stack:
         lines += [f"  {a.user} {a.verb} {a.path}: {a.message}" for a in self.emulator.forbidden()[-10:]]
         lines += [f"worker pods that could not start: {self.runner.failures}"] if self.runner.failures else []
         lines += [f"pod runner errors: {self.runner.errors}"] if self.runner.errors else []
+        lines += [f"memory limit reached: {hit}" for hit in self.rehearsal.memory_limit_hits()]
         from emulator.store import BY_PLURAL, Selector
 
         pods, version = self.emulator.store.list(BY_PLURAL["", "pods"], NAMESPACE, Selector([], []))

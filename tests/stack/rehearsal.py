@@ -2,7 +2,8 @@
 
 Everything a container gets comes from the rendered objects and the generated
 secrets: image, command and args, env and envFrom, volumes, user, read-only root
-filesystem, dropped capabilities, init containers, probes. Service names become
+filesystem, dropped capabilities, init containers, probes, and the memory limit (Docker
+sets the same cgroup limit a kubelet does; CPU limits and requests are not applied). Service names become
 network aliases, so the URLs in the Airflow config resolve as they do in a cluster.
 The same translation runs the worker pods the KubernetesExecutor creates (see
 tests/emulator/runner.py), so components and workers cannot drift apart.
@@ -29,6 +30,7 @@ from typing import Any
 
 from docker.client import DockerClient
 from docker.models.containers import Container
+from kubernetes.utils.quantity import parse_quantity
 
 from airflow_ha.manifests import Manifest, containers, pod_specs
 
@@ -282,6 +284,9 @@ class Rehearsal:
             "security_opt": [] if security.get("allowPrivilegeEscalation", True) else ["no-new-privileges"],
             "labels": {"airflow-ha-stack": self.run_id},
         }
+        memory_limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        if memory_limit:  # the cgroup limit a kubelet sets, swap included: over it, the OOM killer
+            options["mem_limit"] = options["memswap_limit"] = int(parse_quantity(memory_limit))
         if "runAsUser" in security:
             options["user"] = f"{security['runAsUser']}:{security.get('runAsGroup', 0)}"
         if container.get("command"):
@@ -306,8 +311,12 @@ class Rehearsal:
         output = runner.logs().decode(errors="replace")
         if status.get("StatusCode") != 0:
             tail = "\n".join(output.splitlines()[-30:])
+            runner.reload()
+            oom_killed = (
+                " (OOMKilled: over its memory limit)" if runner.attrs["State"].get("OOMKilled") else ""
+            )
             raise RehearsalError(
-                f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}:\n{tail}"
+                f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}{oom_killed}:\n{tail}"
             )
         return output
 
@@ -407,7 +416,26 @@ class Rehearsal:
         runner.reload()
         if runner.status != "running":
             tail = "\n".join(runner.logs().decode(errors="replace").splitlines()[-40:])
-            raise RehearsalError(f"{pod.name} stopped ({runner.status}):\n{tail}")
+            why = (
+                "OOMKilled: over its memory limit"
+                if runner.attrs["State"].get("OOMKilled")
+                else runner.status
+            )
+            raise RehearsalError(f"{pod.name} stopped ({why}):\n{tail}")
+
+    def memory_limit_hits(self) -> list[str]:
+        """Containers that reached their memory limit: the OOM killer may have ended a process in one."""
+        hits = []
+        for pod in self.pods:
+            for runner in pod.containers:
+                runner.reload()
+                if runner.attrs["State"].get("OOMKilled"):
+                    hits.append(f"{runner.name}: OOMKilled")
+                elif runner.status == "running":
+                    memory = runner.stats(stream=False, one_shot=True).get("memory_stats") or {}
+                    if memory.get("failcnt"):  # cgroup v1 counts each time usage hit the limit
+                        hits.append(f"{runner.name}: reached its {memory['limit'] >> 20} MiB limit")
+        return hits
 
     def logs(self, pod: Pod, lines: int = 40) -> str:
         return pod.containers[-1].logs(tail=lines).decode(errors="replace")
