@@ -2,7 +2,10 @@
 
 Like the API server's RBAC authorizer, restricted to what the deployment uses: namespaced
 Roles bound to ServiceAccounts. ClusterRoles and ClusterRoleBindings are not emulated, so
-a binding to a ClusterRole grants nothing here.
+a binding to a ClusterRole grants nothing here, and nothing at cluster scope is allowed to
+anyone but the harness, except SelfSubjectAccessReview, which Kubernetes allows to every
+authenticated user (the server answers those from `allows`). Nor is the escalation check:
+anyone who may create Roles here may create any Role.
 """
 
 from __future__ import annotations
