@@ -23,8 +23,8 @@ import yaml
 
 from . import controllers
 from .admission import strict_validation
-from .rbac import ADMIN, Authorizer, Request
-from .store import APPLY_PATCH, BY_PLURAL, RESOURCES, ApiError, Resource, Selector, Store
+from .rbac import ADMIN, RBAC_GROUP, Authorizer, Request
+from .store import APPLY_PATCH, BY_PLURAL, PATCHES, RESOURCES, ApiError, Resource, Selector, Store
 
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 PROPAGATION_POLICIES = ("Orphan", "Background", "Foreground")
@@ -391,6 +391,8 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(405, f"{verb} is not supported on {resource.plural}/{route.subresource}")
         if verb in ("create", "update", "patch") and not isinstance(body, (dict, list)):
             raise ApiError(400, f"{verb} needs a JSON body")
+        if verb in ("create", "update", "patch") and resource.group == RBAC_GROUP and not route.subresource:
+            self.emulator.rbac.refuse_escalation(user, namespace, self.written(verb, route, body))
         if verb == "get":
             return 200, store.get(resource, namespace, name)
         if verb == "list":
@@ -423,6 +425,22 @@ class Handler(BaseHTTPRequestHandler):
         grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
         return 200, store.delete(resource, namespace, name, None if grace is None else int(grace))
 
+    def written(self, verb: str, route: Route, body: Any) -> dict[str, Any]:
+        """The Role or RoleBinding a write leaves, for RBAC's escalation check, as far as it
+        tells: what is sent, or the patched object; of an apply, its fields over the live object."""
+        store, resource = self.emulator.store, route.resource
+        if verb == "create" or not store.exists(resource, route.namespace, route.name):
+            return dict(body) if isinstance(body, dict) else {}
+        current = store.get(resource, route.namespace, route.name)
+        if verb == "update":
+            return dict(body)
+        if self.content_type == APPLY_PATCH:
+            return {**current, **{k: v for k, v in body.items() if k in ("rules", "roleRef")}}
+        patch = PATCHES.get(self.content_type)
+        if patch is None:
+            raise ApiError(415, f"the emulator does not support the patch type {self.content_type!r}")
+        return patch(current, body)
+
     def apply(self, route: Route, query: dict[str, str], body: Any, user: str) -> tuple[int, Any]:
         """Server-side apply (Store.apply). Creating needs the right to create as well as to
         patch, as in Kubernetes: the patch was authorized already, so ask for create here."""
@@ -439,6 +457,8 @@ class Handler(BaseHTTPRequestHandler):
             self.emulator.rbac.authorize(
                 user, Request("create", resource.group, resource.plural, namespace, name)
             )
+        if resource.group == RBAC_GROUP and isinstance(body, dict):
+            self.emulator.rbac.refuse_escalation(user, namespace, self.written("patch", route, body))
         obj, created = store.apply(resource, namespace, name, body, manager, force)
         return (201 if created else 200), obj
 

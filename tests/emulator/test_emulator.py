@@ -578,3 +578,62 @@ def test_delete_takes_a_propagation_policy_and_refuses_an_unknown_one(emulator: 
     assert refused.value.status == 400 and "propagationPolicy" in status_message(refused)
     configmaps.delete(name="c", namespace=NAMESPACE, propagation_policy="Background")
     assert not emulator.store.exists(BY_PLURAL["", "configmaps"], NAMESPACE, "c")
+
+
+def test_a_role_grants_and_a_binding_binds_only_rights_the_writer_holds(emulator: Emulator) -> None:
+    """Kubernetes' RBAC escalation prevention, unless the writer may `escalate` or `bind`."""
+    rbac = "rbac.authorization.k8s.io"
+    writer = dynamic(
+        emulator,
+        service_account_with(
+            emulator,
+            "writer",
+            [
+                {"apiGroups": [rbac], "resources": ["roles", "rolebindings"], "verbs": ["create", "patch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            ],
+        ),
+    )
+
+    def role(name: str, verbs: list[str]) -> dict[str, Any]:
+        rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs}]
+        return {"apiVersion": f"{rbac}/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules}
+
+    def binding(name: str, role_name: str) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": rbac, "kind": "Role", "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": "someone", "namespace": NAMESPACE}],
+        }
+
+    apply(writer, role("reader", ["get", "list"]))
+    apply(writer, binding("reader", "reader"))
+    with pytest.raises(ApiException) as escalated:
+        apply(writer, role("reader", ["get", "list", "delete"]))
+    assert escalated.value.status == 403
+    assert "attempting to grant RBAC permissions not currently held" in status_message(escalated)
+    assert "Verbs:['delete']" in status_message(escalated)
+
+    emulator.store.create(BY_PLURAL[rbac, "roles"], NAMESPACE, role("deleter", ["delete"]))
+    with pytest.raises(ApiException) as bound:
+        apply(writer, binding("deleter", "deleter"))
+    assert bound.value.status == 403 and "Verbs:['delete']" in status_message(bound)
+
+    trusted = dynamic(
+        emulator,
+        service_account_with(
+            emulator,
+            "trusted",
+            [
+                {
+                    "apiGroups": [rbac],
+                    "resources": ["roles", "rolebindings"],
+                    "verbs": ["create", "patch", "escalate", "bind"],
+                }
+            ],
+        ),
+    )
+    apply(trusted, role("deleter", ["delete"]))
+    apply(trusted, binding("deleter", "deleter"))
