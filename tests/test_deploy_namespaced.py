@@ -31,7 +31,21 @@ from emulator.store import BY_KIND, BY_PLURAL, RESOURCES, Selector
 from airflow_ha import PART_OF, PART_OF_LABEL, REPO_ROOT, generated_secrets, manifests
 
 NAMESPACE = "team-a"  # the developer's namespace: deploy, redeploy, teardown
-SHORT_NAMESPACE = "team-b"  # the same Role without one right
+# Namespaces whose Role lacks one right: (verb, resource) removed, and the first line deploy
+# must stop at. A Role may grant only rights its writer holds, so `get pods/log`, which the
+# scheduler's Role grants, is needed to deploy, though deploy itself never reads a log.
+SHORT_OF_ONE_RIGHT = {
+    "team-b": (
+        ("patch", "configmaps"),
+        "cannot patch ConfigMap/{config_map} in namespace 'team-b' (kube context 'okteto-team-b'): "
+        "it lacks the RBAC right \"patch configmaps\" in namespace 'team-b'",
+    ),
+    "team-c": (
+        ("get", "pods/log"),
+        "cannot apply Role/{role} in namespace 'team-c' (kube context 'okteto-team-c'): a Role may grant "
+        "only rights its writer holds, and it lacks the RBAC right \"get pods/log\" in namespace 'team-c'",
+    ),
+}
 TAG = "3.3.2-namespaced"
 EVERY_VERB = ["get", "list", "watch", "create", "patch", "update", "delete"]
 # What an Okteto developer may do in their own namespace (the ClusterRole `admin`, bound by a
@@ -195,12 +209,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     version = str(yaml.safe_load((REPO_ROOT / "invoke.yaml").read_text())["lint"]["kubernetes_newest"])
     emulator = Emulator(version=version, controllers=True)
     try:
-        tokens = {
-            NAMESPACE: give_namespace(emulator, NAMESPACE, DEVELOPER_RULES),
-            SHORT_NAMESPACE: give_namespace(
-                emulator, SHORT_NAMESPACE, without(DEVELOPER_RULES, "patch", "configmaps")
-            ),
-        }
+        tokens = {NAMESPACE: give_namespace(emulator, NAMESPACE, DEVELOPER_RULES)}
+        for namespace, ((verb, resource), _) in SHORT_OF_ONE_RIGHT.items():
+            tokens[namespace] = give_namespace(emulator, namespace, without(DEVELOPER_RULES, verb, resource))
         kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("okteto") / "kubeconfig", emulator, tokens)
         yield Cluster(emulator, kubeconfig)
     finally:
@@ -342,26 +353,26 @@ def test_no_request_leaves_the_namespace(lifecycle: Lifecycle) -> None:
         assert not [a for a in mine if a.code == 403 and a.resource != "namespaces"], run.output
 
 
-def test_a_missing_right_stops_deploy_with_one_line_before_any_change(cluster: Cluster) -> None:
-    """The Role of team-b lacks `patch` on configmaps; deploy's access review finds it first."""
+@pytest.mark.parametrize("namespace", sorted(SHORT_OF_ONE_RIGHT))
+def test_a_missing_right_stops_deploy_with_one_line_before_any_change(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The Role lacks one right; deploy's access reviews find it before the first write."""
     rendered = manifests.with_config_checksums(
-        manifests.render("okteto", namespace=SHORT_NAMESPACE, image=f"airflow-ha:{TAG}")
+        manifests.render("okteto", namespace=namespace, image=f"airflow-ha:{TAG}")
     )
-    first_config_map = next(m.name for m in rendered if m.kind == "ConfigMap")
+    first = {kind: next(m.name for m in rendered if m.kind == kind) for kind in ("ConfigMap", "Role")}
+    expected = SHORT_OF_ONE_RIGHT[namespace][1].format(config_map=first["ConfigMap"], role=first["Role"])
 
-    refused = cluster.invoke(*deploy_args(SHORT_NAMESPACE))
+    refused = cluster.invoke(*deploy_args(namespace))
 
     assert refused.returncode != 0, refused.output
     assert "Traceback" not in refused.stdout + refused.stderr, refused.output
-    assert refused.stderr.strip().splitlines()[-1] == (
-        f"error: forbidden: cannot patch ConfigMap/{first_config_map} in namespace '{SHORT_NAMESPACE}' "
-        f"(kube context '{context_of(SHORT_NAMESPACE)}'): it lacks the RBAC right \"patch configmaps\" "
-        f"in namespace '{SHORT_NAMESPACE}'"
-    ), refused.output
+    assert refused.stderr.strip().splitlines()[-1] == f"error: forbidden: {expected}", refused.output
     writes = [
         a
         for a in refused.audit
         if a.verb in ("create", "update", "patch", "delete") and a.resource != "selfsubjectaccessreviews"
     ]
     assert writes == [], writes
-    assert cluster.labelled(SHORT_NAMESPACE) == {}
+    assert cluster.labelled(namespace) == {}
