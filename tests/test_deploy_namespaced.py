@@ -4,7 +4,8 @@ EMULATOR (tests/emulator), not a cluster.
 
 The emulator enforces RBAC for a ServiceAccount token bound only to a Role in its namespace
 (escalation prevention on the Roles deploy writes included), answers SelfSubjectAccessReviews
-from it, does server-side apply, and validates every object strictly; no Docker daemon answers. Its stand-in controllers (tests/emulator/controllers.py) mark Deployments,
+from it, does server-side apply, and validates every object strictly; no Docker daemon
+answers. Its stand-in controllers (tests/emulator/controllers.py) mark Deployments,
 StatefulSets and Jobs ready WITHOUT running their pods. So this proves deploy's API calls,
 its RBAC needs, idempotence, teardown and the one-line 403; it does NOT prove that pods
 start (`nox -s stack` and kind do), nor scheduling, resources, quota admission, storage
