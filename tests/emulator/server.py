@@ -391,7 +391,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(405, f"{verb} is not supported on {resource.plural}/{route.subresource}")
         if verb in ("create", "update", "patch") and not isinstance(body, (dict, list)):
             raise ApiError(400, f"{verb} needs a JSON body")
-        if verb in ("create", "update", "patch") and resource.group == RBAC_GROUP and not route.subresource:
+        applying = verb == "patch" and self.content_type == APPLY_PATCH  # checked in apply, after create
+        writing = verb in ("create", "update", "patch") and not applying
+        if writing and resource.group == RBAC_GROUP and not route.subresource:
             self.emulator.rbac.refuse_escalation(user, namespace, self.written(verb, route, body))
         if verb == "get":
             return 200, store.get(resource, namespace, name)
@@ -410,7 +412,7 @@ class Handler(BaseHTTPRequestHandler):
             return 201, store.create(resource, namespace, body)
         if verb == "update":
             return 200, store.update(resource, namespace, name, body, route.subresource)
-        if verb == "patch" and self.content_type == APPLY_PATCH:
+        if applying:
             return self.apply(route, query, body, user)
         if verb == "patch":
             if "force" in query:

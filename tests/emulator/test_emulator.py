@@ -615,6 +615,10 @@ def test_a_role_grants_and_a_binding_binds_only_rights_the_writer_holds(emulator
     assert escalated.value.status == 403
     assert "attempting to grant RBAC permissions not currently held" in status_message(escalated)
     assert "Verbs:['delete']" in status_message(escalated)
+    roles = writer.resources.get(api_version=f"{rbac}/v1", kind="Role")
+    with pytest.raises(ApiException) as created:  # a plain create is held to the same rule
+        roles.create(body=role("deleter", ["delete"]), namespace=NAMESPACE)
+    assert created.value.status == 403 and "Verbs:['delete']" in status_message(created)
 
     emulator.store.create(BY_PLURAL[rbac, "roles"], NAMESPACE, role("deleter", ["delete"]))
     with pytest.raises(ApiException) as bound:
