@@ -139,7 +139,8 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     if not any(m.kind == "Namespace" and m.name == namespace for m in rendered):
         require_namespace(kube, namespace)
     before = inventory(kube, namespace, kinds_of(rendered))
-    kubeapi.require_rights(kube, planned_requests(rendered, before, namespace))
+    roles = [m.obj for m in rendered if m.kind == "Role"]
+    kubeapi.require_rights(kube, planned_requests(rendered, before, namespace), roles)
 
     with console.status("applying namespace, RBAC, config, storage and services"):
         actions = [(apply(kube, manifest, before), manifest.ref) for manifest in foundation]

@@ -7,6 +7,7 @@ namespace and the RBAC right that is missing (see ``forbidden``), never a traceb
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -111,13 +112,20 @@ def refused_as_failure(
         raise
 
 
-def require_rights(kube: Kube, requests: Iterable[tuple[str, str, str, str | None, str]]) -> None:
+def require_rights(
+    kube: Kube,
+    requests: Iterable[tuple[str, str, str, str | None, str]],
+    roles: Iterable[dict[str, Any]] = (),
+) -> None:
     """Ask the API server, with SelfSubjectAccessReview, whether each request would be allowed,
     before anything is written: a missing right then stops a deploy before it is half-applied.
 
-    ``requests`` are (verb, apiVersion, kind, namespace, name). Raises Forbidden naming the
-    first refused request, and the other missing rights, on one line. An API server that
-    does not serve SelfSubjectAccessReview is not asked; each call then reports its own 403.
+    ``requests`` are (verb, apiVersion, kind, namespace, name). ``roles`` are the Roles the
+    deploy writes: Kubernetes lets a Role grant, and a RoleBinding bind, only rights its
+    writer holds (RBAC escalation prevention), so each right they grant is asked too.
+    Raises Forbidden naming the first refused request, and the other missing rights, on one
+    line. An API server that does not serve SelfSubjectAccessReview is not asked; each call
+    then reports its own 403.
     """
     try:
         review = resource_of(kube, "authorization.k8s.io/v1", "SelfSubjectAccessReview")
@@ -137,18 +145,41 @@ def require_rights(kube: Kube, requests: Iterable[tuple[str, str, str, str | Non
         attributes = {"verb": verb, "group": resource.group or "", "resource": resource.name, "name": name}
         if namespace:
             attributes["namespace"] = namespace
-        body = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": attributes},
-        }
-        answer = as_dict(review.create(body=body, _request_timeout=REQUEST_TIMEOUT))
-        if not (answer.get("status") or {}).get("allowed"):
+        if not _allowed(review, attributes):
             refused.setdefault(rbac_right(verb, resource), forbidden(kube, verb, resource, namespace, name))
+    for role in roles:
+        namespace, name = role["metadata"].get("namespace") or "", role["metadata"]["name"]
+        for rule in role.get("rules") or []:
+            for group, plural, verb in itertools.product(
+                rule.get("apiGroups") or [], rule.get("resources") or [], rule.get("verbs") or []
+            ):
+                right = f"{verb} {plural}{'.' + group if group else ''}"
+                if right in refused:
+                    continue
+                resource_name, _, subresource = plural.partition("/")
+                attributes = {"verb": verb, "group": group, "resource": resource_name, "namespace": namespace}
+                if subresource:
+                    attributes["subresource"] = subresource
+                if not _allowed(review, attributes):
+                    refused[right] = (
+                        f"forbidden: cannot apply Role/{name} in namespace {namespace!r} (kube context "
+                        f"{kube.context!r}): a Role may grant only rights its writer holds, and it lacks the "
+                        f'RBAC right "{right}" in namespace {namespace!r}'
+                    )
     if refused:
         first, *others = refused.values()
         also = "; also missing: " + ", ".join(f'"{right}"' for right in list(refused)[1:]) if others else ""
         raise Forbidden(f"{first}{also}")
+
+
+def _allowed(review: Any, attributes: dict[str, str]) -> bool:
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes},
+    }
+    answer = as_dict(review.create(body=body, _request_timeout=REQUEST_TIMEOUT))
+    return bool((answer.get("status") or {}).get("allowed"))
 
 
 # objects

@@ -19,11 +19,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import yaml
+
+from . import controllers
 from .admission import strict_validation
-from .rbac import ADMIN, Authorizer, Request
-from .store import BY_PLURAL, RESOURCES, ApiError, Resource, Selector, Store
+from .rbac import ADMIN, RBAC_GROUP, Authorizer, Request
+from .store import APPLY_PATCH, BY_PLURAL, PATCHES, RESOURCES, ApiError, Resource, Selector, Store
 
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+PROPAGATION_POLICIES = ("Orphan", "Background", "Foreground")
+# Go's strconv.ParseBool, which the API server parses boolean query parameters with.
+BOOLEANS = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,20 @@ class Audit:
     path: str
     code: int
     message: str = ""
+    group: str = ""
+    resource: str = ""  # the plural, with its subresource ("pods/log"); "" for discovery
+    namespace: str = ""  # the namespace RBAC evaluates the request in; "" at cluster scope
 
 
 class Emulator:
     """The API on host:port over TLS, with its own CA; `close()` stops it."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, version: str = "1.35"):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, version: str = "1.35", *, controllers: bool = False
+    ):
+        """``controllers``: make written workloads ready without running pods (see controllers.py)."""
         self.version = version
+        self.controllers = controllers
         self.store = Store(admit=strict_validation(version))
         self.rbac = Authorizer(self.store)
         self.audit: deque[Audit] = deque(maxlen=20000)
@@ -157,7 +173,8 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
         if (r.group, r.version) != (group, version):
             continue
         base = {"singularName": "", "namespaced": r.namespaced, "kind": r.kind}
-        resources.append({**base, "name": r.plural, "singularName": r.kind.lower(), "verbs": VERBS})
+        verbs = VERBS if r.stored else ["create"]
+        resources.append({**base, "name": r.plural, "singularName": r.kind.lower(), "verbs": verbs})
         if r.status:
             resources.append({**base, "name": f"{r.plural}/status", "verbs": ["get", "patch", "update"]})
         if r.kind == "Pod":
@@ -174,7 +191,8 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
 def group_list() -> dict[str, Any]:
     groups = []
     for name in sorted({r.group for r in RESOURCES if r.group}):
-        version = {"groupVersion": f"{name}/v1", "version": "v1"}
+        (served,) = {r.version for r in RESOURCES if r.group == name}  # one version per group here
+        version = {"groupVersion": f"{name}/{served}", "version": served}
         groups.append({"name": name, "versions": [version], "preferredVersion": version})
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
@@ -206,39 +224,45 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         user, verb = "-", method.lower()
+        seen: dict[str, str] = {}
         try:
             body = self.body()
             user = self.emulator.rbac.authenticate(self.headers.get("Authorization", ""))
             parts = [p for p in url.path.split("/") if p]
             discovery = self.discovery(parts)
             if discovery is not None:
-                verb = "get"
-                self.send_json(200, discovery)
+                verb, code = "get", 200
+                self.send_json(code, discovery)
             else:
                 route = self.route(parts)
                 verb = self.verb(method, route, query)
-                resource = route.resource.plural + (f"/{route.subresource}" if route.subresource else "")
-                self.emulator.rbac.authorize(
-                    user, Request(verb, route.resource.group, resource, route.namespace, route.name)
-                )
+                request = self.request_attributes(verb, route)
+                seen = {"group": request.group, "resource": request.resource, "namespace": request.namespace}
+                if route.resource.stored:
+                    self.emulator.rbac.authorize(user, request)
+                # else a review: Kubernetes lets every authenticated user ask (ClusterRole system:basic-user).
                 if verb == "watch":
-                    self.audit(user, verb, 200)
+                    self.audit(user, verb, 200, **seen)
                     self.stream_watch(route, query)
                     return
-                code, answer = self.call(verb, route, query, body)
+                code, answer = self.call(verb, route, query, body, user)
                 if isinstance(answer, str):
                     self.send_text(code, answer)
                 else:
                     self.send_json(code, answer)
-            self.audit(user, verb, 200)
+            self.audit(user, verb, code, **seen)
         except ApiError as error:
-            self.audit(user, verb, error.code, error.message)
+            self.audit(user, verb, error.code, error.message, **seen)
             self.send_json(error.code, error.status())
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             self.close_connection = True
 
-    def audit(self, user: str, verb: str, code: int, message: str = "") -> None:
-        self.emulator.audit.append(Audit(user, verb, self.path, code, message))
+    def audit(self, user: str, verb: str, code: int, message: str = "", **request: str) -> None:
+        self.emulator.audit.append(Audit(user, verb, self.path, code, message, **request))
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip()
 
     def body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -246,9 +270,24 @@ class Handler(BaseHTTPRequestHandler):
             return None
         raw = self.rfile.read(length)
         try:
+            if self.content_type == APPLY_PATCH:  # YAML, of which JSON is a part
+                return yaml.safe_load(raw)
             return json.loads(raw)
-        except ValueError:
-            raise ApiError(415, "the emulator accepts JSON bodies only") from None
+        except (ValueError, yaml.YAMLError):
+            raise ApiError(
+                415, "the emulator accepts JSON bodies, and YAML for apply patches, only"
+            ) from None
+
+    @staticmethod
+    def request_attributes(verb: str, route: Route) -> Request:
+        """What RBAC is asked, as the API server's request info says. As there, a request on
+        one Namespace object (/api/v1/namespaces/NAME) is in that namespace, so a RoleBinding
+        there can grant it; a list of namespaces is at cluster scope."""
+        resource = route.resource.plural + (f"/{route.subresource}" if route.subresource else "")
+        namespace = route.namespace
+        if route.resource.kind == "Namespace" and route.name:
+            namespace = route.name
+        return Request(verb, route.resource.group, resource, namespace, route.name)
 
     @staticmethod
     def discovery(parts: list[str]) -> dict[str, Any] | None:
@@ -260,23 +299,27 @@ class Handler(BaseHTTPRequestHandler):
             return group_list()
         if parts == ["api", "v1"]:
             return resource_list("", "v1")
-        if len(parts) == 3 and parts[0] == "apis" and any(r.group == parts[1] for r in RESOURCES):
+        if (
+            len(parts) == 3
+            and parts[0] == "apis"
+            and any((r.group, r.version) == tuple(parts[1:]) for r in RESOURCES)
+        ):
             return resource_list(parts[1], parts[2])
         return None
 
     @staticmethod
     def route(parts: list[str]) -> Route:
         if parts[:2] == ["api", "v1"]:
-            group, rest = "", parts[2:]
-        elif len(parts) >= 3 and parts[0] == "apis" and parts[2] == "v1":
-            group, rest = parts[1], parts[3:]
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise ApiError(404, f"the server could not find the requested resource: /{'/'.join(parts)}")
         namespace = ""
         if len(rest) >= 3 and rest[0] == "namespaces" and (group, rest[2]) in BY_PLURAL:
             namespace, rest = rest[1], rest[2:]
         resource = BY_PLURAL.get((group, rest[0])) if rest else None
-        if resource is None or len(rest) > 3:
+        if resource is None or resource.version != version or len(rest) > 3:
             raise ApiError(404, f"the server could not find the requested resource: /{'/'.join(parts)}")
         if resource.namespaced and not namespace and len(rest) > 1:
             raise ApiError(404, f"{resource.plural} are namespaced: the path needs /namespaces/NAME")
@@ -294,7 +337,51 @@ class Handler(BaseHTTPRequestHandler):
             return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
         raise ApiError(405, f"{method} is not supported on this path")
 
-    def call(self, verb: str, route: Route, query: dict[str, str], body: Any) -> tuple[int, Any]:
+    def call(self, verb: str, route: Route, query: dict[str, str], body: Any, user: str) -> tuple[int, Any]:
+        store, resource = self.emulator.store, route.resource
+        if not resource.stored:
+            if verb != "create" or route.subresource:
+                raise ApiError(405, f"{resource.plural} can only be created")
+            return 201, self.review(user, body)
+        code, answer = self.write_or_read(verb, route, query, body, user)
+        if self.emulator.controllers and verb in ("create", "update", "patch") and not route.subresource:
+            controllers.reconcile(store, resource, route.namespace, answer["metadata"]["name"])
+        return code, answer
+
+    def review(self, user: str, body: Any) -> dict[str, Any]:
+        """A SelfSubjectAccessReview answered from the emulator's RBAC; nothing is stored."""
+        spec = body.get("spec") if isinstance(body, dict) else None
+        attributes = (spec or {}).get("resourceAttributes")
+        if not isinstance(attributes, dict) or not attributes.get("verb") or not attributes.get("resource"):
+            raise ApiError(
+                400,
+                "spec.resourceAttributes with verb and resource is required (the emulator answers no other)",
+            )
+        resource = attributes["resource"] + (
+            f"/{attributes['subresource']}" if attributes.get("subresource") else ""
+        )
+        asked = Request(
+            attributes["verb"],
+            attributes.get("group", ""),
+            resource,
+            attributes.get("namespace", ""),
+            attributes.get("name", ""),
+        )
+        allowed = user == ADMIN or self.emulator.rbac.allows(user, asked)
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "metadata": {},
+            "spec": spec,
+            "status": {
+                "allowed": allowed,
+                **({} if allowed else {"reason": "no Role in the namespace allows it"}),
+            },
+        }
+
+    def write_or_read(
+        self, verb: str, route: Route, query: dict[str, str], body: Any, user: str
+    ) -> tuple[int, Any]:
         store, resource, namespace, name = self.emulator.store, route.resource, route.namespace, route.name
         if route.subresource == "log":
             if verb != "get" or resource.kind != "Pod":
@@ -304,6 +391,10 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(405, f"{verb} is not supported on {resource.plural}/{route.subresource}")
         if verb in ("create", "update", "patch") and not isinstance(body, (dict, list)):
             raise ApiError(400, f"{verb} needs a JSON body")
+        applying = verb == "patch" and self.content_type == APPLY_PATCH  # checked in apply, after create
+        writing = verb in ("create", "update", "patch") and not applying
+        if writing and resource.group == RBAC_GROUP and not route.subresource:
+            self.emulator.rbac.refuse_escalation(user, namespace, self.written(verb, route, body))
         if verb == "get":
             return 200, store.get(resource, namespace, name)
         if verb == "list":
@@ -321,13 +412,57 @@ class Handler(BaseHTTPRequestHandler):
             return 201, store.create(resource, namespace, body)
         if verb == "update":
             return 200, store.update(resource, namespace, name, body, route.subresource)
+        if applying:
+            return self.apply(route, query, body, user)
         if verb == "patch":
-            content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            return 200, store.patch(resource, namespace, name, body, content_type, route.subresource)
-        grace = query.get("gracePeriodSeconds")
-        if grace is None and isinstance(body, dict):
-            grace = body.get("gracePeriodSeconds")
+            if "force" in query:
+                raise ApiError(422, "force: Forbidden: may not be specified for non-apply patch")
+            return 200, store.patch(resource, namespace, name, body, self.content_type, route.subresource)
+        options = body if isinstance(body, dict) else {}
+        policy = query.get("propagationPolicy", options.get("propagationPolicy"))
+        if policy is not None and policy not in PROPAGATION_POLICIES:
+            raise ApiError(
+                400, f"propagationPolicy: Unsupported value: {policy!r}: supported {PROPAGATION_POLICIES}"
+            )
+        grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
         return 200, store.delete(resource, namespace, name, None if grace is None else int(grace))
+
+    def written(self, verb: str, route: Route, body: Any) -> dict[str, Any]:
+        """The Role or RoleBinding a write leaves, for RBAC's escalation check, as far as it
+        tells: what is sent, or the patched object; of an apply, its fields over the live object."""
+        store, resource = self.emulator.store, route.resource
+        if verb == "create" or not store.exists(resource, route.namespace, route.name):
+            return dict(body) if isinstance(body, dict) else {}
+        current = store.get(resource, route.namespace, route.name)
+        if verb == "update":
+            return dict(body)
+        if self.content_type == APPLY_PATCH:
+            return {**current, **{k: v for k, v in body.items() if k in ("rules", "roleRef")}}
+        patch = PATCHES.get(self.content_type)
+        if patch is None:
+            raise ApiError(415, f"the emulator does not support the patch type {self.content_type!r}")
+        return patch(current, body)
+
+    def apply(self, route: Route, query: dict[str, str], body: Any, user: str) -> tuple[int, Any]:
+        """Server-side apply (Store.apply). Creating needs the right to create as well as to
+        patch, as in Kubernetes: the patch was authorized already, so ask for create here."""
+        manager = query.get("fieldManager", "")
+        if not manager:
+            raise ApiError(400, "fieldManager: Required value: is required for apply patch")
+        force = BOOLEANS.get(query.get("force", "false"))
+        if force is None:
+            raise ApiError(400, f"force: Invalid value: {query['force']!r}: not a boolean")
+        if route.subresource:
+            raise ApiError(415, f"the emulator does not apply to subresources ({route.subresource})")
+        store, resource, namespace, name = self.emulator.store, route.resource, route.namespace, route.name
+        if not store.exists(resource, namespace, name):
+            self.emulator.rbac.authorize(
+                user, Request("create", resource.group, resource.plural, namespace, name)
+            )
+        if resource.group == RBAC_GROUP and isinstance(body, dict):
+            self.emulator.rbac.refuse_escalation(user, namespace, self.written("patch", route, body))
+        obj, created = store.apply(resource, namespace, name, body, manager, force)
+        return (201 if created else 200), obj
 
     def pod_log(self, namespace: str, name: str, query: dict[str, str]) -> str:
         pod = self.emulator.store.get(BY_PLURAL["", "pods"], namespace, name)

@@ -1,0 +1,379 @@
+"""`invoke deploy` and `invoke teardown` of the okteto overlay with rights that stop at one
+namespace, as Okteto gives its developers, run as the real CLI against the Kubernetes API
+EMULATOR (tests/emulator), not a cluster.
+
+The emulator enforces RBAC for a ServiceAccount token bound only to a Role in its namespace
+(escalation prevention on the Roles deploy writes included), answers SelfSubjectAccessReviews
+from it, does server-side apply, and validates every object strictly; no Docker daemon
+answers. Its stand-in controllers (tests/emulator/controllers.py) mark Deployments,
+StatefulSets and Jobs ready WITHOUT running their pods. So this proves deploy's API calls,
+its RBAC needs, idempotence, teardown and the one-line 403; it does NOT prove that pods
+start (`nox -s stack` and kind do), nor scheduling, resources, quota admission, storage
+classes, NetworkPolicy, Okteto's ingress or a kubelet.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from emulator.server import Audit, Emulator
+from emulator.store import BY_KIND, BY_PLURAL, RESOURCES, Selector
+
+from airflow_ha import PART_OF, PART_OF_LABEL, REPO_ROOT, generated_secrets, manifests
+
+NAMESPACE = "team-a"  # the developer's namespace: deploy, redeploy, teardown
+# Namespaces whose Role lacks one right: (verb, resource) removed, and the first line deploy
+# must stop at. A Role may grant only rights its writer holds, so `get pods/log`, which the
+# scheduler's Role grants, is needed to deploy, though deploy itself never reads a log.
+SHORT_OF_ONE_RIGHT = {
+    "team-b": (
+        ("patch", "configmaps"),
+        "cannot patch ConfigMap/{config_map} in namespace 'team-b' (kube context 'okteto-team-b'): "
+        "it lacks the RBAC right \"patch configmaps\" in namespace 'team-b'",
+    ),
+    "team-c": (
+        ("get", "pods/log"),
+        "cannot apply Role/{role} in namespace 'team-c' (kube context 'okteto-team-c'): a Role may grant "
+        "only rights its writer holds, and it lacks the RBAC right \"get pods/log\" in namespace 'team-c'",
+    ),
+}
+TAG = "3.3.2-namespaced"
+EVERY_VERB = ["get", "list", "watch", "create", "patch", "update", "delete"]
+# What an Okteto developer may do in their own namespace (the ClusterRole `admin`, bound by a
+# RoleBinding there), for the kinds deploy writes or lists: everything namespaced, nothing
+# cluster-scoped. SelfSubjectAccessReview needs no rule: Kubernetes allows it to everyone.
+DEVELOPER_RULES: list[dict[str, list[str]]] = [
+    {
+        "apiGroups": [""],
+        "resources": [
+            "configmaps",
+            "secrets",
+            "services",
+            "serviceaccounts",
+            "persistentvolumeclaims",
+            "pods",
+            "events",
+        ],
+        "verbs": EVERY_VERB,
+    },
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+        "verbs": EVERY_VERB,
+    },
+    {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": EVERY_VERB},
+    {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": EVERY_VERB},
+    {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies", "ingresses"], "verbs": EVERY_VERB},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": EVERY_VERB},
+    {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"], "verbs": EVERY_VERB},
+]
+# Requests of any user that are not about the namespace's objects.
+NOT_IN_A_NAMESPACE = frozenset({"", "selfsubjectaccessreviews"})  # discovery, access reviews
+
+
+def context_of(namespace: str) -> str:
+    return f"okteto-{namespace}"
+
+
+def developer_of(namespace: str) -> str:
+    return f"system:serviceaccount:{namespace}:developer"
+
+
+def without(rules: list[dict[str, list[str]]], verb: str, resource: str) -> list[dict[str, list[str]]]:
+    """The rules with one right removed."""
+    changed = []
+    for rule in rules:
+        if resource in rule["resources"] and verb in rule["verbs"]:
+            others = [r for r in rule["resources"] if r != resource]
+            changed.append(
+                {**rule, "resources": [resource], "verbs": [v for v in rule["verbs"] if v != verb]}
+            )
+            if others:
+                changed.append({**rule, "resources": others})
+        else:
+            changed.append(rule)
+    return changed
+
+
+def give_namespace(emulator: Emulator, namespace: str, rules: list[dict[str, list[str]]]) -> str:
+    """What Okteto does for a developer: the namespace, a Role there bound to them; their token."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "developer"}},
+        {"apiVersion": rbac, "kind": "Role", "metadata": {"name": "developer"}, "rules": rules},
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": {"name": "developer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "developer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "developer", "namespace": namespace}],
+        },
+    ]
+    for obj in objects:
+        emulator.store.create(BY_KIND[obj["apiVersion"], obj["kind"]], namespace, obj)
+    return emulator.rbac.service_account_token(namespace, "developer")
+
+
+def write_kubeconfig(path: Path, emulator: Emulator, tokens: dict[str, str]) -> Path:
+    """One context per namespace, each with that namespace's developer token."""
+    cluster = {
+        "server": emulator.url,
+        "certificate-authority-data": base64.b64encode(emulator.ca_pem.encode()).decode(),
+    }
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": cluster}],
+        "users": [{"name": ns, "user": {"token": token}} for ns, token in tokens.items()],
+        "contexts": [
+            {"name": context_of(ns), "context": {"cluster": "emulator", "user": ns, "namespace": ns}}
+            for ns in tokens
+        ],
+        "current-context": context_of(NAMESPACE),
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Run:
+    """One `invoke` run: its output, and what the emulator saw meanwhile."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    audit: list[Audit]
+
+    @property
+    def output(self) -> str:
+        return f"$ invoke {' '.join(self.args)}\n{self.stdout}\n{self.stderr}"
+
+
+@dataclass
+class Cluster:
+    emulator: Emulator
+    kubeconfig: Path
+
+    def invoke(self, *args: str) -> Run:
+        command = shutil.which("invoke")
+        assert command, "invoke is not installed in this environment"
+        seen = len(self.emulator.audit)
+        result = subprocess.run(
+            [command, *args],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            # No Docker daemon answers at DOCKER_HOST: a deploy with --skip-build to a context
+            # that is not kind must not need one (Okteto's runner has none).
+            env={
+                **os.environ,
+                "KUBECONFIG": str(self.kubeconfig),
+                "COLUMNS": "250",
+                "DOCKER_HOST": f"unix://{self.kubeconfig.parent / 'no-docker.sock'}",
+            },
+        )
+        return Run(args, result.returncode, result.stdout, result.stderr, list(self.emulator.audit)[seen:])
+
+    def labelled(self, namespace: str) -> dict[str, dict[str, Any]]:
+        """Every object with the project label in the namespace, by Kind/name, read from the store."""
+        selector = Selector.parse("", f"{PART_OF_LABEL}={PART_OF}")
+        found = {}
+        for resource in RESOURCES:
+            if resource.stored and resource.namespaced:
+                for obj in self.emulator.store.list(resource, namespace, selector)[0]:
+                    found[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
+        return found
+
+    def versions(self, namespace: str) -> dict[str, str]:
+        return {ref: obj["metadata"]["resourceVersion"] for ref, obj in self.labelled(namespace).items()}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    version = str(yaml.safe_load((REPO_ROOT / "invoke.yaml").read_text())["lint"]["kubernetes_newest"])
+    emulator = Emulator(version=version, controllers=True)
+    try:
+        tokens = {NAMESPACE: give_namespace(emulator, NAMESPACE, DEVELOPER_RULES)}
+        for namespace, ((verb, resource), _) in SHORT_OF_ONE_RIGHT.items():
+            tokens[namespace] = give_namespace(emulator, namespace, without(DEVELOPER_RULES, verb, resource))
+        kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("okteto") / "kubeconfig", emulator, tokens)
+        yield Cluster(emulator, kubeconfig)
+    finally:
+        emulator.close()
+
+
+def deploy_args(namespace: str) -> tuple[str, ...]:
+    return (
+        "deploy",
+        "--overlay",
+        "okteto",
+        "--skip-build",
+        "--tag",
+        TAG,
+        "--context",
+        context_of(namespace),
+        "--namespace",
+        namespace,
+    )
+
+
+def teardown_args(*extra: str) -> tuple[str, ...]:
+    return (
+        "teardown",
+        "--overlay",
+        "okteto",
+        "--context",
+        context_of(NAMESPACE),
+        "--namespace",
+        NAMESPACE,
+        *extra,
+    )
+
+
+@dataclass
+class Lifecycle:
+    rendered: list[manifests.Manifest]
+    first: Run
+    after_first: dict[str, str]
+    second: Run
+    after_second: dict[str, str]
+    writes_during_second: int  # how far the emulator's resourceVersion counter moved
+    teardown: Run
+    after_teardown: dict[str, dict[str, Any]]
+    purge: Run
+    after_purge: dict[str, dict[str, Any]]
+
+    @property
+    def runs(self) -> list[Run]:
+        return [self.first, self.second, self.teardown, self.purge]
+
+
+@pytest.fixture(scope="module")
+def lifecycle(cluster: Cluster) -> Lifecycle:
+    """deploy, deploy again, teardown, teardown --purge: each step once, for the tests below."""
+    rendered = manifests.render("okteto", namespace=NAMESPACE, image=f"airflow-ha:{TAG}")
+    first = cluster.invoke(*deploy_args(NAMESPACE))
+    after_first = cluster.versions(NAMESPACE)
+    before_second = cluster.emulator.store.version
+    second = cluster.invoke(*deploy_args(NAMESPACE))
+    after_second = cluster.versions(NAMESPACE)
+    writes_during_second = cluster.emulator.store.version - before_second
+    teardown = cluster.invoke(*teardown_args())
+    after_teardown = cluster.labelled(NAMESPACE)
+    purge = cluster.invoke(*teardown_args("--purge"))
+    return Lifecycle(
+        rendered,
+        first,
+        after_first,
+        second,
+        after_second,
+        writes_during_second,
+        teardown,
+        after_teardown,
+        purge,
+        cluster.labelled(NAMESPACE),
+    )
+
+
+def refs(rendered: list[manifests.Manifest]) -> set[str]:
+    return {m.ref for m in rendered}
+
+
+def test_deploy_applies_every_object_of_the_overlay(lifecycle: Lifecycle) -> None:
+    first = lifecycle.first
+
+    assert first.returncode == 0, first.output
+    assert re.search(r"docker daemon\s+│\s+absent", first.stdout), first.output  # and not needed
+    generated = {f"Secret/{name}" for name in generated_secrets.GENERATED_SECRETS}
+    assert set(lifecycle.after_first) == refs(lifecycle.rendered) | generated
+    assert f"{len(lifecycle.rendered)} created" in first.stdout, first.output
+    writes = [
+        a for a in first.audit if a.verb in ("create", "patch") and a.resource != "selfsubjectaccessreviews"
+    ]
+    assert writes and all(a.code in (200, 201) for a in writes), [a for a in writes if a.code >= 300]
+
+
+def test_a_second_deploy_changes_nothing(lifecycle: Lifecycle) -> None:
+    second = lifecycle.second
+
+    assert second.returncode == 0, second.output
+    assert f"server-side applied as field manager 'airflow-ha': {len(lifecycle.rendered)} unchanged" in (
+        second.stdout
+    ), second.output
+    for action in ("created", "configured", "recreated", "pruned"):
+        assert f" {action}" not in second.stdout, second.output
+    assert "generated Secrets exist; kept as they are" in second.stdout
+    assert lifecycle.after_second == lifecycle.after_first
+    assert lifecycle.writes_during_second == 0  # no write at all, the controllers' included
+
+
+def test_teardown_keeps_only_the_data_and_purge_leaves_nothing(lifecycle: Lifecycle) -> None:
+    assert lifecycle.teardown.returncode == 0, lifecycle.teardown.output
+    data = {m.ref for m in lifecycle.rendered if m.kind == "PersistentVolumeClaim"}
+    data |= {f"Secret/{name}" for name in generated_secrets.GENERATED_SECRETS}
+    assert set(lifecycle.after_teardown) == data
+    assert "kept (data):" in lifecycle.teardown.stdout
+
+    assert lifecycle.purge.returncode == 0, lifecycle.purge.output
+    assert lifecycle.after_purge == {}
+
+
+def test_no_request_leaves_the_namespace(lifecycle: Lifecycle) -> None:
+    """The token has no right at cluster scope: nothing may be listed or read there."""
+    for run in lifecycle.runs:
+        mine = [a for a in run.audit if a.user == developer_of(NAMESPACE)]
+        assert mine, run.output
+        outside = [a for a in mine if a.resource not in NOT_IN_A_NAMESPACE and a.namespace != NAMESPACE]
+        assert outside == [], run.output
+        # The one request on a cluster-scoped kind: its own Namespace object, which RBAC
+        # evaluates inside that namespace (deploy asks whether it exists; 403 means "maybe").
+        cluster_scoped = {
+            (a.verb, a.resource)
+            for a in mine
+            if a.resource not in NOT_IN_A_NAMESPACE
+            and not BY_PLURAL[a.group, a.resource.split("/")[0]].namespaced
+        }
+        assert cluster_scoped <= {("get", "namespaces")}, cluster_scoped
+        assert not [a for a in mine if a.code == 403 and a.resource != "namespaces"], run.output
+
+
+@pytest.mark.parametrize("namespace", sorted(SHORT_OF_ONE_RIGHT))
+def test_a_missing_right_stops_deploy_with_one_line_before_any_change(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The Role lacks one right; deploy's access reviews find it before the first write."""
+    rendered = manifests.with_config_checksums(
+        manifests.render("okteto", namespace=namespace, image=f"airflow-ha:{TAG}")
+    )
+    first = {kind: next(m.name for m in rendered if m.kind == kind) for kind in ("ConfigMap", "Role")}
+    expected = SHORT_OF_ONE_RIGHT[namespace][1].format(config_map=first["ConfigMap"], role=first["Role"])
+
+    refused = cluster.invoke(*deploy_args(namespace))
+
+    assert refused.returncode != 0, refused.output
+    assert "Traceback" not in refused.stdout + refused.stderr, refused.output
+    assert refused.stderr.strip().splitlines()[-1] == f"error: forbidden: {expected}", refused.output
+    writes = [
+        a
+        for a in refused.audit
+        if a.verb in ("create", "update", "patch", "delete") and a.resource != "selfsubjectaccessreviews"
+    ]
+    assert writes == [], writes
+    assert cluster.labelled(namespace) == {}
