@@ -24,6 +24,8 @@ from .console import Failure
 REQUEST_TIMEOUT = (10, 60)
 LOG_LINES = 20
 
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
 Key = tuple[str, str, str, str]  # (API group, kind, namespace or "", name)
 
 
@@ -149,6 +151,11 @@ def require_rights(
             refused.setdefault(rbac_right(verb, resource), forbidden(kube, verb, resource, namespace, name))
     for role in roles:
         namespace, name = role["metadata"].get("namespace") or "", role["metadata"]["name"]
+        if all(
+            _allowed(review, {"verb": verb, "group": RBAC_GROUP, "resource": "roles", "namespace": namespace})
+            for verb in ("escalate", "bind")
+        ):
+            continue  # these let their holder grant, and bind, rights it does not hold itself
         for rule in role.get("rules") or []:
             for group, plural, verb in itertools.product(
                 rule.get("apiGroups") or [], rule.get("resources") or [], rule.get("verbs") or []

@@ -47,6 +47,9 @@ SHORT_OF_ONE_RIGHT = {
         "only rights its writer holds, and it lacks the RBAC right \"get pods/log\" in namespace 'team-c'",
     ),
 }
+# A namespace whose Role lacks `get pods/log` but may escalate and bind Roles: Kubernetes then
+# lets it write Roles granting rights it does not hold, so deploy must not refuse.
+ESCALATING = "team-d"
 TAG = "3.3.2-namespaced"
 EVERY_VERB = ["get", "list", "watch", "create", "patch", "update", "delete"]
 # What an Okteto developer may do in their own namespace (the ClusterRole `admin`, bound by a
@@ -213,6 +216,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         tokens = {NAMESPACE: give_namespace(emulator, NAMESPACE, DEVELOPER_RULES)}
         for namespace, ((verb, resource), _) in SHORT_OF_ONE_RIGHT.items():
             tokens[namespace] = give_namespace(emulator, namespace, without(DEVELOPER_RULES, verb, resource))
+        escalating = without(DEVELOPER_RULES, "get", "pods/log")
+        escalating.append(
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["roles"],
+                "verbs": ["escalate", "bind"],
+            }
+        )
+        tokens[ESCALATING] = give_namespace(emulator, ESCALATING, escalating)
         kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("okteto") / "kubeconfig", emulator, tokens)
         yield Cluster(emulator, kubeconfig)
     finally:
@@ -377,3 +389,11 @@ def test_a_missing_right_stops_deploy_with_one_line_before_any_change(
     ]
     assert writes == [], writes
     assert cluster.labelled(namespace) == {}
+
+
+def test_the_rights_to_escalate_and_bind_stand_in_for_the_rights_a_role_grants(cluster: Cluster) -> None:
+    """Lacking `get pods/log` but allowed to escalate and bind Roles, deploy succeeds, as in Kubernetes."""
+    result = cluster.invoke(*deploy_args(ESCALATING))
+
+    assert result.returncode == 0, result.output
+    assert "Role/airflow-pod-launcher" in cluster.labelled(ESCALATING), result.output
