@@ -13,10 +13,12 @@ against the container's limit like the rest.
 
 The figure is the working set, as the kubelet computes it for evictions and `kubectl top`:
 usage less the inactive file cache (cgroup v1 `total_inactive_file`, v2 `inactive_file`).
-For each container it prints the idle median, the idle and busy peaks, the manifest's request
-and limit, and what the sizing rule gives (SIZING below). Docker on this machine, not a
-kubelet: the figures are the processes' own, under no memory limit, one sample a second (a
-shorter spike can be missed). Prints figures; asserts nothing.
+For each container it prints the start-up peak (init containers and the migration included),
+the idle median, the idle and busy peaks, the manifest's request and limit, and what the sizing
+rule gives (SIZING below). Docker on this machine, not a kubelet: the containers run under the
+manifests' memory limits as the rehearsal sets them, sampled once a second (a shorter spike can
+be missed); a container too brief to sample (the api-server's password copy) has no row. Prints
+figures; asserts nothing.
 """
 
 from __future__ import annotations
