@@ -139,8 +139,9 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     if not any(m.kind == "Namespace" and m.name == namespace for m in rendered):
         require_namespace(kube, namespace)
     before = inventory(kube, namespace, kinds_of(rendered))
-    roles = [m.obj for m in rendered if m.kind == "Role"]
-    kubeapi.require_rights(kube, planned_requests(rendered, before, namespace), roles)
+    kubeapi.require_rights(
+        kube, planned_requests(rendered, before, namespace), roles_to_confirm(rendered, before)
+    )
 
     with console.status("applying namespace, RBAC, config, storage and services"):
         actions = [(apply(kube, manifest, before), manifest.ref) for manifest in foundation]
@@ -193,6 +194,21 @@ def planned_requests(
     for obj in stale_objects(rendered, before, namespace):
         requests.append(("delete", obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"]))
     return requests
+
+
+def roles_to_confirm(rendered: list[Manifest], before: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles whose rights this deploy's writer must hold: RBAC's escalation check covers a
+    Role created or changed, and the Role a RoleBinding created or changed binds; the API server
+    skips it for an unchanged one, so a redeploy needs no more rights than its other writes."""
+
+    def changed(manifest: Manifest) -> bool:
+        live = before.get(kubeapi.key(manifest.obj))
+        fields = ("rules",) if manifest.kind == "Role" else ("roleRef", "subjects")
+        return live is None or any(live.get(f) != manifest.obj.get(f) for f in fields)
+
+    names = {m.name for m in rendered if m.kind == "Role" and changed(m)}
+    names |= {m.obj["roleRef"]["name"] for m in rendered if m.kind == "RoleBinding" and changed(m)}
+    return [m.obj for m in rendered if m.kind == "Role" and m.name in names]
 
 
 def kinds_of(rendered: Iterable[Manifest]) -> set[tuple[str, str]]:

@@ -123,8 +123,9 @@ def require_rights(
     before anything is written: a missing right then stops a deploy before it is half-applied.
 
     ``requests`` are (verb, apiVersion, kind, namespace, name). ``roles`` are the Roles the
-    deploy writes: Kubernetes lets a Role grant, and a RoleBinding bind, only rights its
-    writer holds (RBAC escalation prevention), so each right they grant is asked too.
+    deploy creates, changes or newly binds: Kubernetes lets a Role grant, and a RoleBinding
+    bind, only rights its writer holds (RBAC escalation prevention), unless the writer may
+    escalate and bind Roles, so each right they grant is asked too.
     Raises Forbidden naming the first refused request, and the other missing rights, on one
     line. An API server that does not serve SelfSubjectAccessReview is not asked; each call
     then reports its own 403.
@@ -149,20 +150,27 @@ def require_rights(
             attributes["namespace"] = namespace
         if not _allowed(review, attributes):
             refused.setdefault(rbac_right(verb, resource), forbidden(kube, verb, resource, namespace, name))
+    trusted: dict[str, bool] = {}  # namespace -> may escalate and bind Roles there
+    granted: set[tuple[str, str]] = set()  # (namespace, right) already asked for a Role
     for role in roles:
         namespace, name = role["metadata"].get("namespace") or "", role["metadata"]["name"]
-        if all(
-            _allowed(review, {"verb": verb, "group": RBAC_GROUP, "resource": "roles", "namespace": namespace})
-            for verb in ("escalate", "bind")
-        ):
+        if namespace not in trusted:
+            trusted[namespace] = all(
+                _allowed(
+                    review, {"verb": verb, "group": RBAC_GROUP, "resource": "roles", "namespace": namespace}
+                )
+                for verb in ("escalate", "bind")
+            )
+        if trusted[namespace]:
             continue  # these let their holder grant, and bind, rights it does not hold itself
         for rule in role.get("rules") or []:
             for group, plural, verb in itertools.product(
                 rule.get("apiGroups") or [], rule.get("resources") or [], rule.get("verbs") or []
             ):
                 right = f"{verb} {plural}{'.' + group if group else ''}"
-                if right in refused:
+                if (namespace, right) in granted:
                     continue
+                granted.add((namespace, right))
                 resource_name, _, subresource = plural.partition("/")
                 attributes = {"verb": verb, "group": group, "resource": resource_name, "namespace": namespace}
                 if subresource:

@@ -50,6 +50,10 @@ SHORT_OF_ONE_RIGHT = {
 # A namespace whose Role lacks `get pods/log` but may escalate and bind Roles: Kubernetes then
 # lets it write Roles granting rights it does not hold, so deploy must not refuse.
 ESCALATING = "team-d"
+# A namespace an admin deployed into, whose developer lacks `get pods/log`: re-applying the
+# unchanged Roles escalates nothing, so the developer's redeploy must go through.
+REDEPLOYED = "team-e"
+ADMIN_CONTEXT = "okteto-admin"
 TAG = "3.3.2-namespaced"
 EVERY_VERB = ["get", "list", "watch", "create", "patch", "update", "delete"]
 # What an Okteto developer may do in their own namespace (the ClusterRole `admin`, bound by a
@@ -131,7 +135,7 @@ def give_namespace(emulator: Emulator, namespace: str, rules: list[dict[str, lis
 
 
 def write_kubeconfig(path: Path, emulator: Emulator, tokens: dict[str, str]) -> Path:
-    """One context per namespace, each with that namespace's developer token."""
+    """One context per namespace, each with that namespace's developer token; and the admin's."""
     cluster = {
         "server": emulator.url,
         "certificate-authority-data": base64.b64encode(emulator.ca_pem.encode()).decode(),
@@ -140,11 +144,13 @@ def write_kubeconfig(path: Path, emulator: Emulator, tokens: dict[str, str]) -> 
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "emulator", "cluster": cluster}],
-        "users": [{"name": ns, "user": {"token": token}} for ns, token in tokens.items()],
+        "users": [{"name": ns, "user": {"token": token}} for ns, token in tokens.items()]
+        + [{"name": "admin", "user": {"token": emulator.admin_token}}],
         "contexts": [
             {"name": context_of(ns), "context": {"cluster": "emulator", "user": ns, "namespace": ns}}
             for ns in tokens
-        ],
+        ]
+        + [{"name": ADMIN_CONTEXT, "context": {"cluster": "emulator", "user": "admin"}}],
         "current-context": context_of(NAMESPACE),
     }
     path.write_text(yaml.safe_dump(config))
@@ -225,13 +231,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             }
         )
         tokens[ESCALATING] = give_namespace(emulator, ESCALATING, escalating)
+        tokens[REDEPLOYED] = give_namespace(emulator, REDEPLOYED, without(DEVELOPER_RULES, "get", "pods/log"))
         kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("okteto") / "kubeconfig", emulator, tokens)
         yield Cluster(emulator, kubeconfig)
     finally:
         emulator.close()
 
 
-def deploy_args(namespace: str) -> tuple[str, ...]:
+def deploy_args(namespace: str, context: str = "") -> tuple[str, ...]:
     return (
         "deploy",
         "--overlay",
@@ -240,7 +247,7 @@ def deploy_args(namespace: str) -> tuple[str, ...]:
         "--tag",
         TAG,
         "--context",
-        context_of(namespace),
+        context or context_of(namespace),
         "--namespace",
         namespace,
     )
@@ -397,3 +404,14 @@ def test_the_rights_to_escalate_and_bind_stand_in_for_the_rights_a_role_grants(c
 
     assert result.returncode == 0, result.output
     assert "Role/airflow-pod-launcher" in cluster.labelled(ESCALATING), result.output
+
+
+def test_a_redeploy_needs_no_right_that_the_unchanged_roles_grant(cluster: Cluster) -> None:
+    """An admin deployed; the developer, short of `get pods/log`, redeploys: nothing escalates."""
+    first = cluster.invoke(*deploy_args(REDEPLOYED, context=ADMIN_CONTEXT))
+    assert first.returncode == 0, first.output
+
+    again = cluster.invoke(*deploy_args(REDEPLOYED))
+
+    assert again.returncode == 0, again.output
+    assert "unchanged" in again.stdout and "forbidden" not in again.output, again.output

@@ -12,10 +12,12 @@ ServiceAccount). The runner (runner.py) starts each created pod as a Docker cont
 reports a kubelet-like status. Opt-in stand-in controllers (controllers.py) mark written
 workloads ready without running any pod, for tests of deploy's waits.
 
-What it is not, and so never proves: scheduling, nodes, resource requests and limits,
-quotas, NetworkPolicy, PodDisruptionBudgets, real controllers (no ReplicaSet or Pod is ever
-made from a Deployment, StatefulSet or Job), garbage collection, defaulting, a real kubelet
-(no probes on worker pods, no restarts, no cgroups), admission webhooks, ClusterRoles, RBAC's
-escalation checks, or etcd semantics beyond one process's memory. Only kind or a real
+What it is not, and so never proves: scheduling, nodes, resource requests and CPU limits
+(memory limits are Docker's cgroup limits, set by the rehearsal), quotas, NetworkPolicy,
+PodDisruptionBudgets, real controllers (no ReplicaSet or Pod is ever made from a Deployment,
+StatefulSet or Job), garbage collection, defaulting, immutable fields (a Job's changed
+template is accepted), a real kubelet (no probes on worker pods, no restarts), admission
+webhooks, ClusterRoles (in RBAC and in its escalation checks), or etcd semantics beyond one
+process's memory. Only kind or a real
 cluster (`nox -s e2e`) prove those.
 """

@@ -394,7 +394,7 @@ class Handler(BaseHTTPRequestHandler):
         applying = verb == "patch" and self.content_type == APPLY_PATCH  # checked in apply, after create
         writing = verb in ("create", "update", "patch") and not applying
         if writing and resource.group == RBAC_GROUP and not route.subresource:
-            self.emulator.rbac.refuse_escalation(user, namespace, self.written(verb, route, body))
+            self.refuse_escalation(verb, route, body, user)
         if verb == "get":
             return 200, store.get(resource, namespace, name)
         if verb == "list":
@@ -427,6 +427,17 @@ class Handler(BaseHTTPRequestHandler):
         grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
         return 200, store.delete(resource, namespace, name, None if grace is None else int(grace))
 
+    def refuse_escalation(self, verb: str, route: Route, body: Any, user: str) -> None:
+        """RBAC's escalation check on a Role or RoleBinding write; Kubernetes skips it for a write
+        that changes no rule, roleRef or subject (its IsOnlyMutatingGCFields), such as a re-apply."""
+        written = self.written(verb, route, body)
+        store, resource = self.emulator.store, route.resource
+        if store.exists(resource, route.namespace, route.name):
+            current = store.get(resource, route.namespace, route.name)
+            if all(written.get(field) == current.get(field) for field in ("rules", "roleRef", "subjects")):
+                return
+        self.emulator.rbac.refuse_escalation(user, route.namespace, written)
+
     def written(self, verb: str, route: Route, body: Any) -> dict[str, Any]:
         """The Role or RoleBinding a write leaves, for RBAC's escalation check, as far as it
         tells: what is sent, or the patched object; of an apply, its fields over the live object."""
@@ -437,7 +448,7 @@ class Handler(BaseHTTPRequestHandler):
         if verb == "update":
             return dict(body)
         if self.content_type == APPLY_PATCH:
-            return {**current, **{k: v for k, v in body.items() if k in ("rules", "roleRef")}}
+            return {**current, **{k: v for k, v in body.items() if k in ("rules", "roleRef", "subjects")}}
         patch = PATCHES.get(self.content_type)
         if patch is None:
             raise ApiError(415, f"the emulator does not support the patch type {self.content_type!r}")
@@ -445,7 +456,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def apply(self, route: Route, query: dict[str, str], body: Any, user: str) -> tuple[int, Any]:
         """Server-side apply (Store.apply). Creating needs the right to create as well as to
-        patch, as in Kubernetes: the patch was authorized already, so ask for create here."""
+        patch, as in Kubernetes: the patch was authorized already, so ask for create here, after
+        RBAC's escalation check (the API server checks the updated object before validating a
+        create)."""
         manager = query.get("fieldManager", "")
         if not manager:
             raise ApiError(400, "fieldManager: Required value: is required for apply patch")
@@ -455,12 +468,12 @@ class Handler(BaseHTTPRequestHandler):
         if route.subresource:
             raise ApiError(415, f"the emulator does not apply to subresources ({route.subresource})")
         store, resource, namespace, name = self.emulator.store, route.resource, route.namespace, route.name
+        if resource.group == RBAC_GROUP and isinstance(body, dict):
+            self.refuse_escalation("patch", route, body, user)
         if not store.exists(resource, namespace, name):
             self.emulator.rbac.authorize(
                 user, Request("create", resource.group, resource.plural, namespace, name)
             )
-        if resource.group == RBAC_GROUP and isinstance(body, dict):
-            self.emulator.rbac.refuse_escalation(user, namespace, self.written("patch", route, body))
         obj, created = store.apply(resource, namespace, name, body, manager, force)
         return (201 if created else 200), obj
 

@@ -624,6 +624,15 @@ def test_a_role_grants_and_a_binding_binds_only_rights_the_writer_holds(emulator
     with pytest.raises(ApiException) as bound:
         apply(writer, binding("deleter", "deleter"))
     assert bound.value.status == 403 and "Verbs:['delete']" in status_message(bound)
+    # Changing no rule is no escalation: Kubernetes lets the same Role be applied again.
+    version = emulator.store.get(BY_PLURAL[rbac, "roles"], NAMESPACE, "deleter")["metadata"][
+        "resourceVersion"
+    ]
+    apply(writer, role("deleter", ["delete"]))
+    assert (
+        emulator.store.get(BY_PLURAL[rbac, "roles"], NAMESPACE, "deleter")["metadata"]["resourceVersion"]
+        == version
+    )
 
     trusted = dynamic(
         emulator,
