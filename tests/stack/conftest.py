@@ -48,6 +48,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--conf", default="", help="run conf (a JSON object) for --dag-id")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The okteto rehearsal first, whatever the order asked: its module-scoped stack is then
+    torn down before the session's kind stack starts, so two never run at once."""
+    items.sort(key=lambda item: item.path.name != "test_okteto_stack.py")
+
+
 def emulator_types() -> Any:
     """tests/emulator, imported by its folder: pytest puts tests/ on sys.path."""
     from emulator import runner, server

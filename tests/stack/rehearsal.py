@@ -432,10 +432,30 @@ class Rehearsal:
                 if runner.attrs["State"].get("OOMKilled"):
                     hits.append(f"{runner.name}: OOMKilled")
                 elif runner.status == "running":
-                    memory = runner.stats(stream=False, one_shot=True).get("memory_stats") or {}
-                    if memory.get("failcnt"):  # cgroup v1 counts each time usage hit the limit
-                        hits.append(f"{runner.name}: reached its {memory['limit'] >> 20} MiB limit")
+                    hit = self.memory_limit_reached(runner)
+                    hits += [f"{runner.name}: {hit}"] if hit else []
         return hits
+
+    @staticmethod
+    def memory_limit_reached(runner: Container) -> str:
+        """What the container's memory cgroup says: processes the OOM killer ended (cgroup v2
+        memory.events, v1 memory.oom_control), or a peak at the limit (v1's max_usage)."""
+        read = runner.exec_run(
+            [
+                "sh",
+                "-c",
+                "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null",
+            ]
+        )
+        counts = dict(
+            line.split()[:2] for line in read.output.decode().splitlines() if len(line.split()) >= 2
+        )
+        if int(counts.get("oom_kill", 0)):
+            return f"the OOM killer ended {counts['oom_kill']} of its processes"
+        memory = runner.stats(stream=False, one_shot=True).get("memory_stats") or {}
+        if memory.get("limit") and memory.get("max_usage", 0) >= memory["limit"]:
+            return f"its memory use reached its {memory['limit'] >> 20} MiB limit"
+        return ""
 
     def logs(self, pod: Pod, lines: int = 40) -> str:
         return pod.containers[-1].logs(tail=lines).decode(errors="replace")
