@@ -1,6 +1,6 @@
 """Memory of every container, measured in the rehearsal.
 
-    python -m benchmarks.memory [--overlay kind] [--idle 180] [--runs 2]   # from the repository root
+    python -m benchmarks.memory [--overlay kind] [--idle 180] [--runs 3]   # from the repository root
 
 Brings up the `nox -s stack` rehearsal of an overlay (the deployment's own containers in Docker,
 the Kubernetes API emulator of tests/emulator, the Docker pod runner for worker pods), and
