@@ -55,6 +55,7 @@ ESCALATING = "team-d"
 REDEPLOYED = "team-e"
 ADMIN_CONTEXT = "okteto-admin"
 TAG = "3.3.2-namespaced"
+NEW_TAG = "3.3.2-namespaced-2"  # a new image: the immutable Job is recreated, the Deployments roll
 EVERY_VERB = ["get", "list", "watch", "create", "patch", "update", "delete"]
 # What an Okteto developer may do in their own namespace (the ClusterRole `admin`, bound by a
 # RoleBinding there), for the kinds deploy writes or lists: everything namespaced, nothing
@@ -238,14 +239,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         emulator.close()
 
 
-def deploy_args(namespace: str, context: str = "") -> tuple[str, ...]:
+def deploy_args(namespace: str, context: str = "", tag: str = TAG) -> tuple[str, ...]:
     return (
         "deploy",
         "--overlay",
         "okteto",
         "--skip-build",
         "--tag",
-        TAG,
+        tag,
         "--context",
         context or context_of(namespace),
         "--namespace",
@@ -274,6 +275,7 @@ class Lifecycle:
     second: Run
     after_second: dict[str, str]
     writes_during_second: int  # how far the emulator's resourceVersion counter moved
+    new_image: Run
     teardown: Run
     after_teardown: dict[str, dict[str, Any]]
     purge: Run
@@ -281,7 +283,7 @@ class Lifecycle:
 
     @property
     def runs(self) -> list[Run]:
-        return [self.first, self.second, self.teardown, self.purge]
+        return [self.first, self.second, self.new_image, self.teardown, self.purge]
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +296,7 @@ def lifecycle(cluster: Cluster) -> Lifecycle:
     second = cluster.invoke(*deploy_args(NAMESPACE))
     after_second = cluster.versions(NAMESPACE)
     writes_during_second = cluster.emulator.store.version - before_second
+    new_image = cluster.invoke(*deploy_args(NAMESPACE, tag=NEW_TAG))
     teardown = cluster.invoke(*teardown_args())
     after_teardown = cluster.labelled(NAMESPACE)
     purge = cluster.invoke(*teardown_args("--purge"))
@@ -304,6 +307,7 @@ def lifecycle(cluster: Cluster) -> Lifecycle:
         second,
         after_second,
         writes_during_second,
+        new_image,
         teardown,
         after_teardown,
         purge,
@@ -341,6 +345,17 @@ def test_a_second_deploy_changes_nothing(lifecycle: Lifecycle) -> None:
     assert "generated Secrets exist; kept as they are" in second.stdout
     assert lifecycle.after_second == lifecycle.after_first
     assert lifecycle.writes_during_second == 0  # no write at all, the controllers' included
+
+
+def test_a_new_image_recreates_the_migration_job_and_rolls_the_components(lifecycle: Lifecycle) -> None:
+    """A Job's template is immutable (the emulator refuses the change with 422, as Kubernetes
+    does), so deploy deletes and recreates it; the Deployments are configured in place."""
+    run = lifecycle.new_image
+    assert run.returncode == 0, run.output
+    assert re.search(r"migration: Job/airflow-migrate recreated", run.stdout), run.output
+    for manifest in lifecycle.rendered:
+        if manifest.kind == "Deployment":
+            assert f"{manifest.ref} configured" in run.stdout, run.output
 
 
 def test_teardown_keeps_only_the_data_and_purge_leaves_nothing(lifecycle: Lifecycle) -> None:

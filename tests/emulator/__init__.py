@@ -15,8 +15,8 @@ workloads ready without running any pod, for tests of deploy's waits.
 What it is not, and so never proves: scheduling, nodes, resource requests and CPU limits
 (memory limits are Docker's cgroup limits, set by the rehearsal), quotas, NetworkPolicy,
 PodDisruptionBudgets, real controllers (no ReplicaSet or Pod is ever made from a Deployment,
-StatefulSet or Job), garbage collection, defaulting, immutable fields (a Job's changed
-template is accepted), a real kubelet (no probes on worker pods, no restarts), admission
+StatefulSet or Job), garbage collection, defaulting, immutable fields other than a Job's
+template and selector, a real kubelet (no probes on worker pods, no restarts), admission
 webhooks, ClusterRoles (in RBAC and in its escalation checks), or etcd semantics beyond one
 process's memory. Only kind or a real
 cluster (`nox -s e2e`) prove those.

@@ -226,6 +226,16 @@ class Selector:
 # -- patches ---------------------------------------------------------------------------
 
 
+def refuse_immutable_job_change(current: Obj, wanted: Obj) -> None:
+    """A Job's pod template and selector are immutable once it exists (422, as Kubernetes says)."""
+    for field in ("template", "selector"):
+        if (wanted.get("spec") or {}).get(field) != (current.get("spec") or {}).get(field):
+            name = current["metadata"]["name"]
+            raise ApiError(
+                422, f'Job.batch "{name}" is invalid: spec.{field}: Invalid value: ...: field is immutable'
+            )
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -596,6 +606,8 @@ class Store:
                 metadata[immutable] = before[immutable]
             else:
                 metadata.pop(immutable, None)
+        if subresource == "" and resource.kind == "Job":
+            refuse_immutable_job_change(current, obj)
         metadata["generation"] = before.get("generation", 1)
         if subresource == "" and {k: v for k, v in obj.items() if k not in ("metadata", "status")} != {
             k: v for k, v in current.items() if k not in ("metadata", "status")
