@@ -176,10 +176,11 @@ def require_rights(
                 if subresource:
                     attributes["subresource"] = subresource
                 if not _allowed(review, attributes):
-                    refused[right] = (
+                    refused.setdefault(
+                        right,
                         f"forbidden: cannot apply Role/{name} in namespace {namespace!r} (kube context "
                         f"{kube.context!r}): a Role may grant only rights its writer holds, and it lacks the "
-                        f'RBAC right "{right}" in namespace {namespace!r}'
+                        f'RBAC right "{right}" in namespace {namespace!r}',
                     )
     if refused:
         first, *others = refused.values()
