@@ -226,6 +226,17 @@ class Selector:
 # -- patches ---------------------------------------------------------------------------
 
 
+def require_version(resource: Resource, current: Obj, sent: str | None) -> None:
+    """Optimistic concurrency: a write that names a resourceVersion must name the current one."""
+    if sent and sent != current["metadata"]["resourceVersion"]:
+        raise ApiError(
+            409,
+            f'Operation cannot be fulfilled on {resource.plural} "{current["metadata"]["name"]}": the object '
+            "has been modified; please apply your changes to the latest version and try again",
+            reason="Conflict",
+        )
+
+
 def refuse_immutable_job_change(current: Obj, wanted: Obj) -> None:
     """A Job's pod template and selector are immutable once it exists (422, as Kubernetes says)."""
     for field in ("template", "selector"):
@@ -467,14 +478,7 @@ class Store:
     def update(self, resource: Resource, namespace: str, name: str, body: Obj, subresource: str = "") -> Obj:
         with self._changed:
             current = self.get(resource, namespace, name)
-            sent = (body.get("metadata") or {}).get("resourceVersion")
-            if sent and sent != current["metadata"]["resourceVersion"]:
-                raise ApiError(
-                    409,
-                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been '
-                    "modified; please apply your changes to the latest version and try again",
-                    reason="Conflict",
-                )
+            require_version(resource, current, (body.get("metadata") or {}).get("resourceVersion"))
             return self._replace(resource, current, body, subresource)
 
     def patch(
@@ -543,13 +547,7 @@ class Store:
                 created = self.create(resource, namespace, config)
                 self._owners[key] = {manager: fields}
                 return created, True
-            if expected_version and expected_version != current["metadata"]["resourceVersion"]:
-                raise ApiError(
-                    409,
-                    f'Operation cannot be fulfilled on {resource.plural} "{name}": the object has been '
-                    "modified",
-                    reason="Conflict",
-                )
+            require_version(resource, current, expected_version)
             owners = self._owners.setdefault(key, {})
             taken: dict[str, set[FieldPath]] = {}
             for other, owned in owners.items():

@@ -36,6 +36,7 @@ from airflow_ha.manifests import Manifest, containers, pod_specs
 
 NAMESPACE = "airflow"
 SERVICE_ACCOUNT_FOLDER = "/var/run/secrets/kubernetes.io/serviceaccount"
+OOM_KILLED = "OOMKilled: over its memory limit"
 
 
 class RehearsalError(AssertionError):
@@ -311,12 +312,9 @@ class Rehearsal:
         output = runner.logs().decode(errors="replace")
         if status.get("StatusCode") != 0:
             tail = "\n".join(output.splitlines()[-30:])
-            runner.reload()
-            oom_killed = (
-                " (OOMKilled: over its memory limit)" if runner.attrs["State"].get("OOMKilled") else ""
-            )
+            why = f" ({OOM_KILLED})" if oom_killed(runner) else ""
             raise RehearsalError(
-                f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}{oom_killed}:\n{tail}"
+                f"{pod.manifest.ref}: {container['name']} exited {status['StatusCode']}{why}:\n{tail}"
             )
         return output
 
@@ -413,14 +411,9 @@ class Rehearsal:
 
     def require_running(self, pod: Pod) -> None:
         runner = pod.containers[-1]
-        runner.reload()
-        if runner.status != "running":
+        if oom_killed(runner) or runner.status != "running":
             tail = "\n".join(runner.logs().decode(errors="replace").splitlines()[-40:])
-            why = (
-                "OOMKilled: over its memory limit"
-                if runner.attrs["State"].get("OOMKilled")
-                else runner.status
-            )
+            why = OOM_KILLED if runner.attrs["State"].get("OOMKilled") else runner.status
             raise RehearsalError(f"{pod.name} stopped ({why}):\n{tail}")
 
     def memory_limit_hits(self) -> list[str]:
@@ -428,9 +421,8 @@ class Rehearsal:
         hits = []
         for pod in self.pods:
             for runner in pod.containers:
-                runner.reload()
-                if runner.attrs["State"].get("OOMKilled"):
-                    hits.append(f"{runner.name}: OOMKilled")
+                if oom_killed(runner):
+                    hits.append(f"{runner.name}: {OOM_KILLED}")
                 elif runner.status == "running":
                     hit = self.memory_limit_reached(runner)
                     hits += [f"{runner.name}: {hit}"] if hit else []
@@ -474,6 +466,12 @@ class Rehearsal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def oom_killed(runner: Container) -> bool:
+    """Whether the kernel's OOM killer ended the container's main process; refreshes its state."""
+    runner.reload()
+    return bool(runner.attrs["State"].get("OOMKilled"))
 
 
 def component_pods(rehearsal: Rehearsal) -> Iterator[Pod]:
