@@ -23,8 +23,6 @@ import yaml
 from airflow_ha import REPO_ROOT, budget, cluster, kubeapi, manifests, preflight, tools
 from airflow_ha.console import Failure
 
-BASE_IMAGE = "airflow-ha-base:bookworm"  # built by tests/conftest.py's base_image fixture
-
 
 def write_kubeconfig(path: Path, contexts: dict[str, str], current: str) -> Path:
     """A kubeconfig with one cluster per context, context name -> server URL."""
@@ -375,10 +373,12 @@ def test_the_logs_folder_of_a_namespace_is_under_the_mounted_folder():
 
 
 @pytest.mark.docker
-def test_purge_deletes_logs_that_uid_50000_wrote_without_sudo(project, monkeypatch):
-    """A real container writes as uid 50000; the host's delete is refused as an ordinary user's would be."""
-    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True).returncode != 0:
-        pytest.skip(f"{BASE_IMAGE} is built by the image session")
+def test_purge_deletes_logs_that_uid_50000_wrote_without_sudo(project, monkeypatch, base_image):
+    """A real container writes as uid 50000; the host's delete is refused as an ordinary user's would be.
+
+    The base_image fixture builds the registry-free base when it is missing (a fresh machine runs
+    this session before the image session), so this runs, never skips, wherever Docker does.
+    """
     folder = cluster.prepare_host_mounts(project / "kube" / "kind-cluster.yaml")[0]
     logs = folder / "airflow"
     logs.mkdir(mode=0o777)
@@ -394,7 +394,7 @@ def test_purge_deletes_logs_that_uid_50000_wrote_without_sudo(project, monkeypat
             "none",
             "-v",
             f"{logs}:/logs",
-            BASE_IMAGE,
+            base_image,
             "sh",
             "-c",
             "mkdir -p /logs/dag_id=x/run_id=y && echo log > /logs/dag_id=x/run_id=y/1.log"
@@ -413,7 +413,7 @@ def test_purge_deletes_logs_that_uid_50000_wrote_without_sudo(project, monkeypat
 
     monkeypatch.setattr(cluster.shutil, "rmtree", rmtree_as_a_user)
 
-    removed = cluster.purge_host_mounts(project / "kube" / "kind-cluster.yaml", image=BASE_IMAGE)
+    removed = cluster.purge_host_mounts(project / "kube" / "kind-cluster.yaml", image=base_image)
 
     assert refused == [folder]
     assert removed == [folder]
