@@ -6,8 +6,13 @@ The image, stack and e2e sessions need a Docker daemon; .ci/run installs and sta
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
+
+# The project is not installed where nox runs; its lock installer is standard library only.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from airflow_ha import locks
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests", "image", "stack"]
@@ -19,9 +24,10 @@ LOCKS = ("docker/requirements.lock", "requirements/dev.lock")
 
 
 def install_project(session: nox.Session) -> None:
-    """The locked packages, then the project itself without resolving anything more."""
-    session.install("--require-hashes", *(f"--requirement={lock}" for lock in LOCKS))
+    """The locks exactly, then the project; then every requirement, the project's too, must be met."""
+    session.install(*locks.INSTALL_OPTIONS, *locks.requirements(LOCKS))
     session.install("--no-deps", "-e", ".")
+    session.run(*locks.check_command("python"), silent=True)
 
 
 def provision(session: nox.Session, *names: str) -> None:

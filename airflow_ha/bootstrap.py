@@ -8,7 +8,9 @@ refuses it, and a pyenv one should not be touched either. Virtual environments a
 `python3 -m venv` and filled from hashed locks:
 
 - ``.cache/bootstrap``: nox and uv, from requirements/bootstrap.lock (the test command);
-- ``.venv``: the project, from docker/requirements.lock, installed by that uv (invoke).
+- ``.venv``: the project, from docker/deployer/requirements.lock, installed by that uv (invoke).
+
+Each lock is installed exactly, with no resolution, and checked complete (airflow_ha/locks.py).
 
 Each one is built again only when its inputs change. The standard library only: this runs
 before anything is installed, on any Python from 3.9.
@@ -24,6 +26,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from airflow_ha import locks
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_ENV = ROOT / ".cache" / "bootstrap"
@@ -98,21 +102,7 @@ def ensure_env(env: Path, inputs: Sequence[Path], install: Callable[[Path], None
 
 def install_tools(env: Path) -> None:
     create_venv(env)
-    run(
-        [
-            str(python_of(env)),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--require-hashes",
-            "--no-deps",
-            "-r",
-            str(TOOLS_LOCK),
-        ],
-        f"installing {relative(TOOLS_LOCK)} into {relative(env)}",
-    )
+    install_lock(python_of(env), TOOLS_LOCK)
 
 
 def install_project(env: Path) -> None:
@@ -127,15 +117,23 @@ def install_project(env: Path) -> None:
             [uv, "venv", "--quiet", "--python", wanted, str(env)],
             f"creating {relative(env)} with Python {wanted}",
         )
-    python = ["--python", str(python_of(env))]
+    install_lock(python_of(env), PROJECT_LOCK, uv=uv)
     run(
-        [uv, "pip", "install", *python, "--require-hashes", "-r", str(PROJECT_LOCK)],
-        f"installing {relative(PROJECT_LOCK)} into {relative(env)}",
-    )
-    run(
-        [uv, "pip", "install", *python, "--no-deps", "-e", str(ROOT)],
+        [uv, "pip", "install", "--python", str(python_of(env)), "--no-deps", "-e", str(ROOT)],
         f"installing the project into {relative(env)}",
     )
+    try:
+        locks.check(python_of(env), f"{relative(PROJECT_LOCK)} for the project")
+    except locks.LockError as error:
+        raise BootstrapError(str(error)) from None
+
+
+def install_lock(python: Path, lock: Path, uv: str | None = None) -> None:
+    print(f"  installing {relative(lock)} into {relative(python.parent.parent)}", flush=True)
+    try:
+        locks.install(python, [lock], uv=uv)
+    except locks.LockError as error:
+        raise BootstrapError(str(error)) from None
 
 
 def create_venv(env: Path) -> None:

@@ -28,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import REPO_ROOT
+from . import REPO_ROOT, locks
 from .console import Failure
 
 TIMEOUT = 30  # seconds for a download to start or a version query to answer
@@ -269,33 +269,28 @@ def install_checkov() -> Tool:
     print(f"installing checkov {checkov_version()} from {CHECKOV_LOCK} into {relative(env)}", file=sys.stderr)
     shutil.rmtree(env, ignore_errors=True)
     uv = find_uv()
-    if uv:
-        steps = [
-            [uv, "venv", "--quiet", "--python", sys.executable, str(env)],
-            [uv, "pip", "install", "--quiet", "--python", str(env / "bin" / "python"), "--require-hashes"],
-        ]
-    else:
-        steps = [
-            [sys.executable, "-m", "venv", str(env)],
-            [str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", "--require-hashes"],
-        ]
-    steps[1] += ["--no-deps", "-r", str(lock)]
-    for step in steps:
-        try:
-            result = subprocess.run(step, capture_output=True, text=True, check=False)
-        except OSError as error:
-            result = subprocess.CompletedProcess(step, 1, "", str(error))
-        if result.returncode != 0:
-            shutil.rmtree(env, ignore_errors=True)
-            tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
-            raise Failure(
-                f"installing checkov from {CHECKOV_LOCK} failed: `{' '.join(step[:3])} ...`:\n{tail}\n"
-                "PyPI must be reachable (set PIP_INDEX_URL or UV_INDEX_URL for a mirror)"
-            )
+    try:
+        if uv:
+            _run([uv, "venv", "--quiet", "--python", sys.executable, str(env)])
+        else:
+            _run([sys.executable, "-m", "venv", str(env)])
+        locks.install(env / "bin" / "python", [lock], uv=uv)
+    except (OSError, subprocess.CalledProcessError, locks.LockError) as error:
+        shutil.rmtree(env, ignore_errors=True)
+        output = getattr(error, "stderr", None) or str(error)
+        tail = "\n".join(output.strip().splitlines()[-8:])
+        raise Failure(
+            f"installing checkov from {CHECKOV_LOCK} failed:\n{tail}\n"
+            "PyPI must be reachable (set PIP_INDEX_URL or UV_INDEX_URL for a mirror)"
+        ) from None
     _checkov_marker().write_text(_lock_digest() + "\n")
     return Tool(
         "checkov", env / "bin" / "checkov", checkov_version(), f"{relative(env / 'bin')}, from {CHECKOV_LOCK}"
     )
+
+
+def _run(command: list[str]) -> None:
+    subprocess.run(command, capture_output=True, text=True, check=True)
 
 
 def checkov_version() -> str | None:
