@@ -37,6 +37,9 @@ DEPLOYER_DOCKERFILE = "docker/deployer/Dockerfile"
 CA_BUNDLE_IN_CONTEXT = "docker/ca-bundle.pem"
 CA_BUNDLE_VARIABLES = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 LOG_TAIL = 15
+# The build argument the Dockerfiles declare before installing anything: under CI each run
+# gets its own value, so no layer cached by an earlier run stands in for today's install.
+FRESH_INSTALL_ARG = "LOCK_INSTALL_RUN"
 STEP = re.compile(r"^Step (\d+)/(\d+) : ")
 # The daemon colours a RUN step's stderr red.
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -174,7 +177,7 @@ def build(
                 custom_context=True,
                 dockerfile=dockerfile,
                 tag=reference,
-                buildargs=dict(buildargs or {}),
+                buildargs={**fresh_install_args(), **(buildargs or {})},
                 nocache=no_cache,
                 rm=True,
                 forcerm=True,
@@ -206,6 +209,14 @@ def build(
         raise Failure(f"docker build of {reference} ended without an image: see the output above.")
     size = client.images.get(image_id).attrs["Size"]
     return Built(reference, image_id, size, time.monotonic() - started)
+
+
+def fresh_install_args() -> dict[str, str]:
+    """Under CI, one value for the whole run: later builds of the same run reuse the layers."""
+    if not os.environ.get("CI"):
+        return {}
+    run = os.environ.setdefault(FRESH_INSTALL_ARG, f"{os.getpid()}-{time.time_ns()}")
+    return {FRESH_INSTALL_ARG: run}
 
 
 def build_failure(reference: str, dockerfile: str, step: str, error: str, tail: Iterable[str]) -> str:
