@@ -153,13 +153,14 @@ def expected_labels(dag_id: str, run_id: str, task_instance: dict[str, Any]) -> 
 def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, timeout: float) -> None:
     """One executor-made pod per task instance, seen during the run, and all of them gone afterwards."""
     run_id, dag_id = run.run_id, run.dag_id
-    mine: dict[str, WorkerPod] = {}
+    # A mapped task has one instance per map index, each with a pod of its own.
+    mine: dict[tuple[str, int, int], WorkerPod] = {}
     for ti in run.task_instances:
         pod = pods.pod_for(ti, run_id)
         if pod is None:
             watch_error = f" Watch error: {pods.error}" if pods.error else ""
             raise Failure(
-                f"task {ti['task_id']!r} (try {ti['try_number']}) succeeded, but no worker pod with the "
+                f"task {describe(instance_key(ti))} succeeded, but no worker pod with the "
                 f"labels {expected_labels(dag_id, run_id, ti)} was seen in namespace {namespace!r}: "
                 f"did the scheduler run KubernetesExecutor?{watch_error}"
             )
@@ -167,8 +168,13 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
             raise Failure(
                 f"pod {pod.name} lacks the airflow-worker label: KubernetesExecutor did not create it"
             )
-        mine[ti["task_id"]] = pod
-    # Each pod's labels name one task instance, so these pods are distinct.
+        shared = [key for key, other in mine.items() if other.name == pod.name]
+        if shared:
+            raise Failure(
+                f"task instances {describe(shared[0])} and {describe(instance_key(ti))} both map to "
+                f"worker pod {pod.name}: each task instance must run in its own pod"
+            )
+        mine[instance_key(ti)] = pod
     console.print(
         f"[green]✓[/] each task ran in its own worker pod: {', '.join(p.name for p in mine.values())}"
     )
@@ -179,7 +185,7 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
     def all_deleted() -> bool | None:
         left[:] = kubeapi.list_pods(kube, namespace, selector)
         # The watch replaces a pod's record on each event: read the latest, not the one held above.
-        mine.update({task: pods.pods.get(pod.name, pod) for task, pod in mine.items()})
+        mine.update({key: pods.pods.get(pod.name, pod) for key, pod in mine.items()})
         return True if all(pod.deleted for pod in mine.values()) and not left else None
 
     def still_there() -> Failure:
@@ -193,6 +199,16 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
     with console.status("waiting for the worker pods to be deleted"):
         poll(all_deleted, timeout=timeout, every=POLL_SECONDS, timed_out=still_there)
     console.print("[green]✓[/] every worker pod was deleted after its task")
+
+
+def instance_key(task_instance: dict[str, Any]) -> tuple[str, int, int]:
+    return task_instance["task_id"], task_instance["map_index"], task_instance["try_number"]
+
+
+def describe(key: tuple[str, int, int]) -> str:
+    task_id, map_index, try_number = key
+    mapped = f" [{map_index}]" if map_index >= 0 else ""
+    return f"{task_id!r}{mapped} (try {try_number})"
 
 
 def cluster_diagnostics(kube: Kube, namespace: str, pods: PodWatch) -> str:

@@ -296,6 +296,92 @@ def test_worker_pods_left_behind_fail(monkeypatch):
         worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
 
 
+MAPPED = smoke.Run(
+    DAG_ID,
+    RUN.run_id,
+    [{"task_id": "double", "try_number": 1, "map_index": index} for index in range(3)],
+)
+
+
+def test_each_mapped_instance_needs_its_own_deleted_pod(monkeypatch):
+    """The last instance's pod was deleted, the first two were not: smoke must not pass."""
+    monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.1)
+    pods = watched(MAPPED, deleted=False)
+    pods.pods["worker-2"].deleted = True
+
+    with pytest.raises(Failure, match=r"still exist after 1 s: worker-0, worker-1\. Is"):
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, MAPPED, timeout=1)
+
+
+def test_mapped_instances_with_their_pods_deleted_pass():
+    pods = watched(MAPPED, deleted=True)
+
+    worker_pods.require_worker_pods(pods.kube, "airflow", pods, MAPPED, timeout=5)
+
+
+def test_two_task_instances_in_one_pod_fail():
+    """An unmapped instance's labels are a subset of a mapped one's: both find worker-0."""
+    run = smoke.Run(
+        DAG_ID, RUN.run_id, [{**MAPPED.task_instances[0], "map_index": -1}, MAPPED.task_instances[0]]
+    )
+    pods = watched(smoke.Run(DAG_ID, RUN.run_id, MAPPED.task_instances[:1]), deleted=True)
+
+    with pytest.raises(
+        Failure,
+        match=r"task instances 'double' \(try 1\) and 'double' \[0\] \(try 1\) both map to worker pod "
+        r"worker-0: each task instance must run in its own pod",
+    ):
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, run, timeout=5)
+
+
+def test_a_worker_pod_the_list_still_holds_fails(monkeypatch):
+    """Every pod the watch saw was deleted, but the API still lists one of the run's pods."""
+    monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.1)
+    pods = watched(RUN, deleted=True)
+    pods.kube.dynamic.pods.append(worker_pod(RUN, RUN.task_instances[0], "worker-9", "Running"))
+
+    with pytest.raises(Failure, match=r"still exist after 1 s: worker-9 \(Running\)\. Is"):
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
+
+
+class Logs:
+    """The REST API's log endpoint mocked in-process: each task's events, by task id."""
+
+    url = "http://api-server:8080"
+
+    def __init__(self, events: dict[str, list[dict[str, Any]]]):
+        self.events = events
+
+    def log(self, dag_id: str, run_id: str, task_instance: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.events[task_instance["task_id"]]
+
+
+SOURCES_ONLY = [
+    {"event": "::group::Log message source details"},
+    {"event": "file not found: /opt/airflow/logs/dag_id=smoke/attempt=1.log"},
+    {"event": "::endgroup::"},
+]
+
+
+def test_a_task_log_that_holds_only_its_sources_fails():
+    logs = Logs({"produce": [*SOURCES_ONLY, {"event": "produced 21"}], "double": SOURCES_ONLY})
+
+    with pytest.raises(
+        Failure,
+        match=r"the log of task 'double' \(try 1\) cannot be read through http://api-server:8080: its "
+        r"sources say: file not found: /opt/airflow/logs/dag_id=smoke/attempt=1.log\. Task logs must",
+    ):
+        smoke.require_logs(logs, RUN)  # type: ignore[arg-type]
+
+
+def test_task_logs_with_events_pass(capsys):
+    logs = Logs({task: [*SOURCES_ONLY, {"event": f"{task} ran"}] for task in ("produce", "double")})
+
+    smoke.require_logs(logs, RUN)  # type: ignore[arg-type]
+
+    assert "the logs of all 2 tasks are readable" in capsys.readouterr().out
+
+
 def worker_pod(run: smoke.Run, task_instance: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "resourceVersion": "1", "labels": worker_labels(run, task_instance)},
