@@ -127,6 +127,8 @@ def doctor(c: Context, context: str = "") -> None:
         "registry": "Push the image to this registry (HOST:PORT) instead of loading it into kind.",
         "skip_build": "Deploy an image that is already built.",
         "timeout": "Seconds to wait for each phase before failing. Default: deploy.timeout in invoke.yaml.",
+        "adopt": "Take over objects of the same names that exist without the project label; "
+        "teardown then deletes them. Without it, deploy refuses them before writing anything.",
     }
 )
 def deploy(
@@ -138,6 +140,7 @@ def deploy(
     registry: str = "",
     skip_build: bool = False,
     timeout: int = 0,
+    adopt: bool = False,
 ) -> None:
     """Deploy HA Airflow: preflight, kind cluster, image, lint gate, secrets, apply, rollout, summary."""
     with exit_on_failure():
@@ -153,6 +156,7 @@ def deploy(
             build=not skip_build,
             kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
             timeout=timeout or c.config.deploy.timeout,
+            adopt=adopt,
         )
 
 

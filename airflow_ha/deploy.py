@@ -97,6 +97,7 @@ def deploy(
     build: bool,
     kubernetes_versions: tuple[str, str],
     timeout: int,
+    adopt: bool = False,
 ) -> DeployReport:
     """Preflight, lint gate, image, kind cluster, secrets, phased apply, prune, summary."""
     target = preflight.run(context, kind_cluster, build=build)
@@ -125,13 +126,19 @@ def deploy(
             console.print(f"[green]✓[/] image {reference} is on every kind node")
     rendered = manifests.render(overlay, namespace=namespace, image=reference)
     kube = kubeapi.kube_clients(target)
-    report = install(kube, rendered, namespace=namespace, timeout=timeout)
+    report = install(kube, rendered, namespace=namespace, timeout=timeout, adopt=adopt)
     print_summary(kube, rendered, namespace=namespace, on_kind=on_kind, explicit_context=context)
     return report
 
 
-def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: int) -> DeployReport:
-    """Secrets, then server-side apply phase by phase with a wait after each, then prune."""
+def install(
+    kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: int, adopt: bool = False
+) -> DeployReport:
+    """Secrets, then server-side apply phase by phase with a wait after each, then prune.
+
+    An object of the same name that exists without the project label is refused before the
+    first write, unless ``adopt``: applying would make it ours, and teardown would delete it.
+    """
     report = DeployReport()
     rendered = manifests.with_config_checksums(rendered)
     workload_kinds = {kind for _, kind in WORKLOAD_PHASES}
@@ -142,6 +149,17 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     kubeapi.require_rights(
         kube, planned_requests(rendered, before, namespace), roles_to_confirm(rendered, before)
     )
+    foreign = not_ours(kube, rendered, before)
+    if foreign and not adopt:
+        it, exists = ("it", "exists") if len(foreign) == 1 else ("them", "exist")
+        raise Failure(
+            f"refusing to take over {', '.join(foreign)}: {'it' if it == 'it' else 'they'} {exists} "
+            f"without the label {SELECTOR}, so something else made {it}; nothing was applied. Rename "
+            f"or delete {it}, or run `invoke deploy --adopt` to make {it} part of this deployment "
+            f"(teardown then deletes {it})"
+        )
+    for adopted in foreign:
+        console.print(f"  adopting  {adopted}")
 
     with console.status("applying namespace, RBAC, config, storage and services"):
         actions = [(apply(kube, manifest, before), manifest.ref) for manifest in foundation]
@@ -175,6 +193,15 @@ def install(kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: in
     return report
 
 
+def not_ours(kube: Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]]) -> list[str]:
+    """The rendered objects that exist already without the project label (the inventory has the rest)."""
+    return [
+        f"{m.ref} in namespace {m.namespace}" if m.namespace else m.ref
+        for m in rendered
+        if kubeapi.key(m.obj) not in before and kubeapi.read(kube, m.obj)
+    ]
+
+
 def planned_requests(
     rendered: list[Manifest], before: dict[Key, dict[str, Any]], namespace: str
 ) -> list[tuple[str, str, str, str | None, str]]:
@@ -184,7 +211,7 @@ def planned_requests(
         where = (manifest.obj["apiVersion"], manifest.kind, manifest.namespace, manifest.name)
         requests.append(("patch", *where))
         if kubeapi.key(manifest.obj) not in before:
-            requests.append(("create", *where))
+            requests.extend([("get", *where), ("create", *where)])
         elif manifest.kind == "Job":  # a Job is recreated when its spec changed
             requests.extend([("delete", *where), ("create", *where)])
     for name in generated.GENERATED_SECRETS:

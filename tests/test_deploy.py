@@ -268,7 +268,7 @@ class FakeResource:
             stored["spec"]["selector"] = {"matchLabels": {JOB_UID_LABEL: uid}}
         if existing is not None:
             stored["metadata"]["uid"] = existing["metadata"]["uid"]
-            same_spec = self.fake.applied[key].get("spec") == body.get("spec")
+            same_spec = self.fake.applied.get(key, {}).get("spec") == body.get("spec")
             stored["metadata"]["generation"] = existing["metadata"]["generation"] + (0 if same_spec else 1)
             stored["status"] = existing.get("status", {})
         self.fake.applied[key] = copy.deepcopy(body)
@@ -594,6 +594,42 @@ def test_prune_spares_data_secrets_worker_pods_and_unlabelled_objects(fake, rend
         *[("Secret", name, NAMESPACE) for name in generated.GENERATED_SECRETS],
     ]:
         assert fake.named(kind, name, namespace) is not None, f"{kind}/{name}"
+
+
+UNLABELLED_CONFIG = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "airflow-config", "namespace": NAMESPACE},
+}
+
+
+def test_a_same_named_object_without_the_label_is_refused_before_any_write(fake, rendered):
+    fake.put(copy.deepcopy(UNLABELLED_CONFIG))
+    writes = len(fake.log)
+
+    with pytest.raises(Failure) as refused:
+        install(fake, rendered)
+
+    assert str(refused.value).startswith(
+        f"refusing to take over ConfigMap/airflow-config in namespace {NAMESPACE}: it exists without the label "
+        f"{PART_OF_LABEL}={PART_OF}, so something else made it; nothing was applied."
+    )
+    assert "`invoke deploy --adopt`" in str(refused.value)
+    assert fake.log[writes:] == []
+    assert PART_OF_LABEL not in (
+        fake.named("ConfigMap", "airflow-config", NAMESPACE)["metadata"].get("labels") or {}
+    )
+
+
+def test_adopt_takes_the_object_over_and_teardown_then_removes_it(fake, rendered):
+    fake.put(copy.deepcopy(UNLABELLED_CONFIG))
+
+    deploying.install(fake.kube(), fresh(rendered), namespace=NAMESPACE, timeout=30, adopt=True)
+
+    labels = fake.named("ConfigMap", "airflow-config", NAMESPACE)["metadata"]["labels"]
+    assert labels[PART_OF_LABEL] == PART_OF
+    deploying.remove(fake.kube(), NAMESPACE, rendered_kinds=KIND_KINDS, purge=False, timeout=30)
+    assert fake.named("ConfigMap", "airflow-config", NAMESPACE) is None
 
 
 def test_prune_never_touches_another_namespace(fake, rendered):
