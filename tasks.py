@@ -142,7 +142,7 @@ def deploy(
     timeout: int = 0,
     adopt: bool = False,
 ) -> None:
-    """Deploy HA Airflow: preflight, kind cluster, image, lint gate, secrets, apply, rollout, summary."""
+    """Deploy HA Airflow: preflight, lint gate, image, kind cluster, secrets, apply, rollout, summary."""
     with exit_on_failure():
         deploying.deploy(
             context=context or c.config.context or None,

@@ -611,8 +611,8 @@ def test_a_same_named_object_without_the_label_is_refused_before_any_write(fake,
         install(fake, rendered)
 
     assert str(refused.value).startswith(
-        f"refusing to take over ConfigMap/airflow-config in namespace {NAMESPACE}: it exists without the label "
-        f"{PART_OF_LABEL}={PART_OF}, so something else made it; nothing was applied."
+        f"refusing to take over ConfigMap/airflow-config in namespace {NAMESPACE}: it exists without the "
+        f"label {PART_OF_LABEL}={PART_OF}, so something else made it; nothing was applied."
     )
     assert "`invoke deploy --adopt`" in str(refused.value)
     assert fake.log[writes:] == []

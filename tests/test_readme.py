@@ -118,3 +118,32 @@ def run_as_on_a_fresh_machine(command: str, clone: Path) -> subprocess.Completed
         timeout=SETUP_TIMEOUT,
         check=False,
     )
+
+
+README = " ".join((REPO_ROOT / "README.md").read_text().split())
+
+
+def test_the_deploy_line_lists_its_steps_in_the_order_deploy_runs_them():
+    """tests/test_deploy.py holds deploy to this order: the gate before the build and the cluster."""
+    line = README.split("invoke deploy # ", 1)[1]
+    steps = ("preflight", "lint gate", "image build", "kind cluster", "secrets", "apply", "rollout")
+    positions = [line.index(step) for step in steps]
+    assert positions == sorted(positions), f"the README's deploy steps are out of order: {line[:120]}"
+
+
+def test_smoke_reaches_the_api_server_without_kubectl_and_the_readme_says_so():
+    for module in ("smoke.py", "port_forward.py"):
+        assert "subprocess" not in (REPO_ROOT / "airflow_ha" / module).read_text(), module
+    assert "kubectl port-forward" not in README
+
+
+def test_the_readme_names_the_postgresql_that_is_deployed_and_the_one_that_is_tested():
+    manifest = (REPO_ROOT / "kube" / "base" / "postgres.yaml").read_text()
+    deployed = re.search(r"image: (postgres:(\d+)\.\S+)", manifest)
+    tested = re.search(r"ARG PG_MAJOR=(\d+)", (REPO_ROOT / "docker" / "postgres" / "Dockerfile").read_text())
+    assert deployed and tested
+    assert f"| PostgreSQL {deployed[2]} (`{deployed[1]}`) |" in README
+    assert (
+        f"installs Debian bookworm's PostgreSQL {tested[1]}, while the manifests deploy PostgreSQL "
+        f"{deployed[2]} (`{deployed[1]}`)" in README
+    )
