@@ -11,6 +11,10 @@ the copy, and the problem the rule must report:
       - {file: FILE, delete: true}
     env: {PATH: /nonexistent}  # optional: environment of the check (rendering keeps its own)
     expect: {file: FILE, resource: KIND/NAME, field: PREFIX, message: SUBSTRING}
+
+A near miss (<slug>-near-miss*.yaml) has `passes: true` instead of `expect`: the same edits,
+one field short of breaking the rule, which must then stay silent, so that a rule firing too
+widely fails too (Polaris's success/failure pairs).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Fixture:
     edits: list[dict[str, Any]]
     expect: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
+    passes: bool = False
 
     @property
     def id(self) -> str:
@@ -91,5 +96,7 @@ def fixtures() -> list[Fixture]:
     for path in sorted(FIXTURES.glob("*/*.yaml")):
         data = yaml.safe_load(path.read_text())
         edits, env = data.get("edits") or [], data.get("env") or {}
-        found.append(Fixture(path, data["rule"], edits, data["expect"], env))
+        passes = bool(data.get("passes"))
+        expect = {} if passes else data["expect"]
+        found.append(Fixture(path, data["rule"], edits, expect, env, passes))
     return found
