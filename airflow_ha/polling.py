@@ -1,4 +1,8 @@
-"""The one wait loop: ask until there is an answer or the time is up."""
+"""The one wait loop: ask until there is an answer or the time is up.
+
+Not tenacity: its stop_after_delay gives up at the deadline, and this loop asks once more
+after it, so a check that came true on a slow machine does not fail.
+"""
 
 from __future__ import annotations
 

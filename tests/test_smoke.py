@@ -592,6 +592,28 @@ def test_a_port_forward_without_the_right_is_one_line(refusing_api):
     )
 
 
+def test_the_relay_leans_on_the_kubernetes_client_internals_it_was_written_for():
+    """port_forward.py relies on three things the client does not promise; a new client must
+    be checked against each before this pin moves: portforward() swaps the request method of
+    the ApiClient it is given while it connects (so the relay gives it one of its own), its
+    PortForward hands out one socket per port, and a refused handshake ends as an ApiException
+    along the exception chain (handshake_failure, tested against the real client above)."""
+    import importlib
+    import inspect
+
+    import kubernetes
+    from kubernetes.stream import ws_client
+
+    stream = importlib.import_module("kubernetes.stream.stream")  # the package re-exports a function
+
+    assert kubernetes.__version__.split(".")[0] == "36", (
+        f"kubernetes {kubernetes.__version__}: re-check port_forward.py against its internals, then this pin"
+    )
+    assert "api_client.request = " in inspect.getsource(stream._websocket_request)
+    assert stream.portforward.args[0] is ws_client.portforward_call
+    assert callable(ws_client.PortForward.socket)
+
+
 def test_a_port_forward_to_an_unreachable_api_is_named():
     from kubernetes import client
 
