@@ -17,7 +17,6 @@ from airflow_ha import image, preflight, tools
 from airflow_ha import smoke as smoking
 from airflow_ha.console import Failure
 from airflow_ha.lint import gate
-from airflow_ha.lint.checks import reachability
 
 CONTEXT_HELP = (
     "Kube context to use. Default: the project's kind cluster; any other context must be named here."
@@ -51,7 +50,8 @@ def lint(c: Context, overlay: str = "", list_rules: bool = False, flows: bool = 
         return
     if flows:
         with exit_on_failure():
-            reachability.show_flows([overlay] if overlay else None)
+            tools.put_on_path(tools.kubectl())  # kustomize renders
+            gate.show_flows([overlay] if overlay else None)
         return
     with exit_on_failure():
         tools.put_on_path(tools.kubectl(), tools.checkov())  # kustomize renders, checkov scans

@@ -2,7 +2,7 @@
 
 tasks.py parses arguments; each module here owns one responsibility:
 image, manifests, lint (the lint gate, a package), generated_secrets, cluster, tools, kubeapi,
-rollout, cluster_secrets, deploy, worker_pods, port_forward, smoke, bootstrap and locks.
+rollout, cluster_secrets, deploy, dag_run, worker_pods, port_forward, smoke, bootstrap and locks.
 """
 
 import importlib.util

@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ from rich.table import Table
 from . import PART_OF, PART_OF_LABEL, cluster, kubeapi, port_forward
 from . import generated_secrets as generated
 from .console import Failure, console
+from .dag_run import Run
 from .kubeapi import Kube, condition
 from .polling import poll
 from .worker_pods import PodWatch, cluster_diagnostics, component_logs, require_worker_pods
@@ -50,13 +50,6 @@ class RunFailed(Failure):
         super().__init__(message)
         self.run_id = run_id
         self.task_instances = task_instances
-
-
-@dataclass
-class Run:
-    dag_id: str
-    run_id: str
-    task_instances: list[dict[str, Any]]
 
 
 class AirflowAPI:

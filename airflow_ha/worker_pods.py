@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from . import PART_OF, PART_OF_LABEL, kubeapi
 from .console import Failure, console
+from .dag_run import Run, describe, instance_key
 from .kubeapi import Kube
 from .polling import poll
-
-if TYPE_CHECKING:
-    from .smoke import Run
 
 POLL_SECONDS = 2
 WATCH_SECONDS = 5  # each watch request ends after this, so stopping the watch never waits long
@@ -153,7 +151,6 @@ def expected_labels(dag_id: str, run_id: str, task_instance: dict[str, Any]) -> 
 def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, timeout: float) -> None:
     """One executor-made pod per task instance, seen during the run, and all of them gone afterwards."""
     run_id, dag_id = run.run_id, run.dag_id
-    # A mapped task has one instance per map index, each with a pod of its own.
     mine: dict[tuple[str, int, int], WorkerPod] = {}
     for ti in run.task_instances:
         pod = pods.pod_for(ti, run_id)
@@ -199,16 +196,6 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
     with console.status("waiting for the worker pods to be deleted"):
         poll(all_deleted, timeout=timeout, every=POLL_SECONDS, timed_out=still_there)
     console.print("[green]✓[/] every worker pod was deleted after its task")
-
-
-def instance_key(task_instance: dict[str, Any]) -> tuple[str, int, int]:
-    return task_instance["task_id"], task_instance["map_index"], task_instance["try_number"]
-
-
-def describe(key: tuple[str, int, int]) -> str:
-    task_id, map_index, try_number = key
-    mapped = f" [{map_index}]" if map_index >= 0 else ""
-    return f"{task_id!r}{mapped} (try {try_number})"
 
 
 def cluster_diagnostics(kube: Kube, namespace: str, pods: PodWatch) -> str:

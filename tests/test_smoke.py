@@ -35,7 +35,7 @@ import httpx
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from airflow_ha import REPO_ROOT, kubeapi, port_forward, smoke, worker_pods
+from airflow_ha import REPO_ROOT, dag_run, kubeapi, port_forward, smoke, worker_pods
 from airflow_ha.console import Failure
 from airflow_ha.polling import poll
 
@@ -118,7 +118,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         process.wait(timeout=30)
 
 
-def run_smoke(url: str, password: str, dag_id: str = DAG_ID, timeout: int = RUN_TIMEOUT) -> smoke.Run:
+def run_smoke(url: str, password: str, dag_id: str = DAG_ID, timeout: int = RUN_TIMEOUT) -> dag_run.Run:
     return smoke.smoke(
         context=None,
         kind_cluster="airflow-ha",
@@ -239,7 +239,7 @@ class PodList:
         return {"items": items}
 
 
-def watched(run: smoke.Run, deleted: bool) -> worker_pods.PodWatch:
+def watched(run: dag_run.Run, deleted: bool) -> worker_pods.PodWatch:
     """A PodWatch that saw one worker pod per task instance, without starting its thread."""
     pods = worker_pods.PodWatch(kubeapi.Kube("kind-airflow-ha", PodList([]), None), "airflow", run.dag_id)
     for index, ti in enumerate(run.task_instances):
@@ -250,12 +250,12 @@ def watched(run: smoke.Run, deleted: bool) -> worker_pods.PodWatch:
     return pods
 
 
-def worker_labels(run: smoke.Run, task_instance: dict[str, Any]) -> dict[str, str]:
+def worker_labels(run: dag_run.Run, task_instance: dict[str, Any]) -> dict[str, str]:
     """The labels KubernetesExecutor gives the worker pod of one task instance."""
     return {**worker_pods.expected_labels(run.dag_id, run.run_id, task_instance), "airflow-worker": "7"}
 
 
-RUN = smoke.Run(
+RUN = dag_run.Run(
     DAG_ID,
     "manual__2026-01-01T00:00:00+00:00",
     [{"task_id": task, "try_number": 1, "map_index": -1} for task in ("produce", "double")],
@@ -296,7 +296,7 @@ def test_worker_pods_left_behind_fail(monkeypatch):
         worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
 
 
-MAPPED = smoke.Run(
+MAPPED = dag_run.Run(
     DAG_ID,
     RUN.run_id,
     [{"task_id": "double", "try_number": 1, "map_index": index} for index in range(3)],
@@ -321,10 +321,10 @@ def test_mapped_instances_with_their_pods_deleted_pass():
 
 def test_two_task_instances_in_one_pod_fail():
     """An unmapped instance's labels are a subset of a mapped one's: both find worker-0."""
-    run = smoke.Run(
+    run = dag_run.Run(
         DAG_ID, RUN.run_id, [{**MAPPED.task_instances[0], "map_index": -1}, MAPPED.task_instances[0]]
     )
-    pods = watched(smoke.Run(DAG_ID, RUN.run_id, MAPPED.task_instances[:1]), deleted=True)
+    pods = watched(dag_run.Run(DAG_ID, RUN.run_id, MAPPED.task_instances[:1]), deleted=True)
 
     with pytest.raises(
         Failure,
@@ -382,7 +382,7 @@ def test_task_logs_with_events_pass(capsys):
     assert "the logs of all 2 tasks are readable" in capsys.readouterr().out
 
 
-def worker_pod(run: smoke.Run, task_instance: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
+def worker_pod(run: dag_run.Run, task_instance: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "resourceVersion": "1", "labels": worker_labels(run, task_instance)},
         "status": {"phase": phase},
@@ -418,7 +418,7 @@ class FailingWatch(PodList):
 def test_a_pod_deleted_while_the_watch_was_down_counts_as_deleted(monkeypatch):
     """After an injected watch error the relist no longer holds worker-0: it was deleted unseen."""
     monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.01)
-    run = smoke.Run(DAG_ID, RUN.run_id, RUN.task_instances[:1])
+    run = dag_run.Run(DAG_ID, RUN.run_id, RUN.task_instances[:1])
     running = worker_pod(run, run.task_instances[0], "worker-0", "Running")
     succeeded = {**running, "status": {"phase": "Succeeded"}}
     api = FailingWatch([running], [("MODIFIED", succeeded)], vanish="worker-0")

@@ -100,6 +100,13 @@ def print_report(report: Report) -> None:
     console.print(f"overlays {linted}; Kubernetes {versions}; {report.wall:.1f} s wall", style="dim")
 
 
+def show_flows(overlays: list[str] | None) -> None:
+    """`invoke lint --flows`: every flow of the overlays with the verdict the reachability check gives."""
+    from .checks import reachability
+
+    reachability.show_flows(overlays)
+
+
 def list_rules() -> None:
     """Print every rule ID with the line that says what it catches, check by check."""
     width = max(len(rule) for rule in registry.rules())
