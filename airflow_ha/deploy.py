@@ -151,12 +151,11 @@ def install(
     )
     foreign = not_ours(kube, rendered, before)
     if foreign and not adopt:
-        it, exists = ("it", "exists") if len(foreign) == 1 else ("them", "exist")
+        they, exist, them = ("it", "exists", "it") if len(foreign) == 1 else ("they", "exist", "them")
         raise Failure(
-            f"refusing to take over {', '.join(foreign)}: {'it' if it == 'it' else 'they'} {exists} "
-            f"without the label {SELECTOR}, so something else made {it}; nothing was applied. Rename "
-            f"or delete {it}, or run `invoke deploy --adopt` to make {it} part of this deployment "
-            f"(teardown then deletes {it})"
+            f"refusing to take over {', '.join(foreign)}: {they} {exist} without the label {SELECTOR}, "
+            f"so something else made {them}; nothing was applied. Rename or delete {them}, or run "
+            f"`invoke deploy --adopt` to make {them} part of this deployment (teardown then deletes {them})"
         )
     for adopted in foreign:
         console.print(f"  adopting  {adopted}")
