@@ -1,6 +1,7 @@
 """Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` runs on kind.
 
-The image, stack and e2e sessions need a Docker daemon; .ci/run installs and starts one.
+The tests session builds Kubernetes from source, so it needs Go; the image, stack and e2e
+sessions need a Docker daemon. .ci/run installs and starts one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import nox
 # The project is not installed where nox runs; its lock installer is standard library only.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from airflow_ha import locks
+from tests.controlplane import binaries
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests", "image", "stack"]
@@ -39,6 +41,15 @@ def provision(session: nox.Session, *names: str) -> None:
     session.env["PATH"] = os.pathsep.join([*folders, session.env.get("PATH") or os.environ["PATH"]])
 
 
+def control_plane(session: nox.Session) -> None:
+    """Kubernetes and etcd built from tests/controlplane (minutes, once); first on PATH, so that
+    kubectl is the cluster's own version."""
+    session.run("python", "-m", "tests.controlplane.binaries", "build")
+    session.env["PATH"] = os.pathsep.join(
+        [str(binaries.bin_dir()), session.env.get("PATH") or os.environ["PATH"]]
+    )
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """The manifest gate, then ruff, mypy, yamllint, hadolint and shellcheck."""
@@ -55,8 +66,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Unit tests: every lint check against broken manifests, the DAG, deploy and smoke logic."""
+    """Unit tests, and deploy and teardown against a real control plane built from source."""
     install_project(session)
+    control_plane(session)
     provision(session, "kubectl", "checkov")  # kustomize renders, checkov scans
     session.run(
         "pytest",

@@ -129,6 +129,8 @@ def doctor(c: Context, context: str = "") -> None:
         "timeout": "Seconds to wait for each phase before failing. Default: deploy.timeout in invoke.yaml.",
         "adopt": "Take over objects of the same names that exist without the project label; "
         "teardown then deletes them. Without it, deploy refuses them before writing anything.",
+        "wait": "Wait for each phase to be ready before the next (the default). --no-wait applies "
+        "everything and returns; the components wait for the migration themselves.",
     }
 )
 def deploy(
@@ -141,6 +143,7 @@ def deploy(
     skip_build: bool = False,
     timeout: int = 0,
     adopt: bool = False,
+    wait: bool = True,
 ) -> None:
     """Deploy HA Airflow: preflight, lint gate, image, kind cluster, secrets, apply, rollout, summary."""
     with exit_on_failure():
@@ -157,6 +160,7 @@ def deploy(
             kubernetes_versions=(c.config.lint.kubernetes_oldest, c.config.lint.kubernetes_newest),
             timeout=timeout or c.config.deploy.timeout,
             adopt=adopt,
+            wait=wait,
         )
 
 

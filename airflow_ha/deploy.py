@@ -14,7 +14,7 @@ parent lists, while deploy must never prune data or another namespace's objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,7 @@ def deploy(
     kubernetes_versions: tuple[str, str],
     timeout: int,
     adopt: bool = False,
+    wait: bool = True,
 ) -> DeployReport:
     """Preflight, lint gate, image, kind cluster, secrets, phased apply, prune, summary."""
     target = preflight.run(context, kind_cluster, build=build)
@@ -126,15 +127,22 @@ def deploy(
             console.print(f"[green]✓[/] image {reference} is on every kind node")
     rendered = manifests.render(overlay, namespace=namespace, image=reference)
     kube = kubeapi.kube_clients(target)
-    report = install(kube, rendered, namespace=namespace, timeout=timeout, adopt=adopt)
+    report = install(kube, rendered, namespace=namespace, timeout=timeout, adopt=adopt, wait=wait)
     print_summary(kube, rendered, namespace=namespace, on_kind=on_kind, explicit_context=context)
     return report
 
 
 def install(
-    kube: Kube, rendered: list[Manifest], *, namespace: str, timeout: int, adopt: bool = False
+    kube: Kube,
+    rendered: list[Manifest],
+    *,
+    namespace: str,
+    timeout: int,
+    adopt: bool = False,
+    wait: bool = True,
 ) -> DeployReport:
-    """Secrets, then server-side apply phase by phase with a wait after each, then prune.
+    """A dry run of everything, then secrets, then server-side apply phase by phase with a wait
+    after each (unless not ``wait``), then prune.
 
     An object of the same name that exists without the project label is refused before the
     first write, unless ``adopt``: applying would make it ours, and teardown would delete it.
@@ -159,9 +167,22 @@ def install(
         )
     for adopted in foreign:
         console.print(f"  adopting  {adopted}")
+    # Namespaced objects can be tried only in a namespace that exists: one the overlay makes
+    # is created first, empty.
+    first_writes = {
+        m.ref: apply(kube, m, before)
+        for m in rendered
+        if m.kind == "Namespace" and m.name == namespace and kubeapi.read(kube, m.obj) is None
+    }
+    with console.status("dry run: the API server admits each object and each pod template"):
+        unchanged = dry_run(kube, rendered, before)
+    console.print(f"[green]✓[/] dry run: the API server admits all {len(rendered)} objects and their pods")
 
     with console.status("applying namespace, RBAC, config, storage and services"):
-        actions = [(apply(kube, manifest, before), manifest.ref) for manifest in foundation]
+        actions = [
+            (first_writes.get(manifest.ref) or apply(kube, manifest, before, unchanged), manifest.ref)
+            for manifest in foundation
+        ]
         report.secrets_created = cluster_secrets.ensure(kube, namespace)
     for action, ref_ in actions:
         report.add(action, ref_)
@@ -176,12 +197,13 @@ def install(
         for manifest in (m for m in rendered if m.kind == kind):
             with console.status(f"{phase}: applying {manifest.ref}") as status:
                 if kind == "Job":
-                    action = apply_job(kube, manifest, before, timeout)
+                    action = apply_job(kube, manifest, before, timeout, unchanged)
                 else:
-                    action = apply(kube, manifest, before)
+                    action = apply(kube, manifest, before, unchanged)
                 report.add(action, manifest.ref)
-                rollout.wait_ready(kube, manifest, namespace, timeout, status)
-            console.print(f"[green]✓[/] {phase}: {manifest.ref} {action}, ready")
+                if wait:
+                    rollout.wait_ready(kube, manifest, namespace, timeout, status)
+            console.print(f"[green]✓[/] {phase}: {manifest.ref} {action}{', ready' if wait else ''}")
 
     with console.status("pruning objects no longer in kube/"):
         for pruned in prune(kube, rendered, before, namespace):
@@ -189,7 +211,118 @@ def install(
             console.print(f"  {'pruned':<10} {pruned}")
     counts = ", ".join(f"{len(refs)} {action}" for action, refs in report.actions.items())
     console.print(f"[green]✓[/] server-side applied as field manager {FIELD_MANAGER!r}: {counts}")
+    if not wait:
+        console.print(
+            f"not waiting for rollouts: kubectl --context {kube.context} -n {namespace} get pods -w"
+        )
     return report
+
+
+def dry_run(kube: Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]]) -> set[str]:
+    """Each object, then a Pod of each pod template, as the API server would admit them; none stored.
+    Returns the objects that applying would leave as they are.
+
+    A dry run passes every admission step of a write: validation beyond the schema, quota,
+    webhooks. PodSecurity and LimitRange judge pods, which controllers and the scheduler create
+    after deploy returns, so each template is tried as a Pod too, the worker pods' included.
+    """
+    unchanged: set[str] = set()
+    new_roles = {m.name for m in rendered if m.kind == "Role" and kubeapi.key(m.obj) not in before}
+    for manifest in rendered:
+        if manifest.kind == "RoleBinding" and manifest.obj["roleRef"]["name"] in new_roles:
+            # The API server resolves the Role a binding names, and this one is not written
+            # yet; the access review has asked for each right it grants.
+            continue
+        try:
+            planned = kubeapi.server_side_apply(kube, manifest.obj, FIELD_MANAGER, dry_run=True)
+        except ApiException as error:
+            changed_job = manifest.kind == "Job" and kubeapi.key(manifest.obj) in before
+            if changed_job and "immutable" in api_message(error):
+                continue  # it is recreated, and its pod is tried below
+            raise Failure(f"{refused(manifest, error)}\nNothing was applied.") from None
+        live = before.get(kubeapi.key(manifest.obj))
+        if live is not None and _content(live) == _content(planned):
+            unchanged.add(manifest.ref)
+    for manifest, pod in pods_of(kube, rendered):
+        try:
+            kubeapi.create(kube, pod, dry_run=True)
+        except ApiException as error:
+            raise Failure(
+                f"{manifest.source}: {manifest.ref}: the API server would refuse its pods: "
+                f"{api_message(error)}\nNothing was applied."
+            ) from None
+    return unchanged
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object but for the bookkeeping of who wrote it when: an apply that would change only
+    that is not made (a first re-apply after a create can rewrite managedFields alone)."""
+    metadata = {k: v for k, v in obj["metadata"].items() if k not in ("managedFields", "resourceVersion")}
+    return {**obj, "metadata": metadata}
+
+
+def pods_of(kube: Kube, rendered: list[Manifest]) -> list[tuple[Manifest, dict[str, Any]]]:
+    """A Pod for each pod template: the workloads', and the worker pods' from their ConfigMap."""
+    pods = []
+    for manifest in rendered:
+        if manifest.kind not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        spec = manifest.obj["spec"]
+        # The StatefulSet controller adds a volume per claim template; the claim itself matters
+        # only to scheduling.
+        claims = [
+            {"name": name, "persistentVolumeClaim": {"claimName": name}}
+            for name in (claim["metadata"]["name"] for claim in spec.get("volumeClaimTemplates") or [])
+        ]
+        pod_spec = {**spec["template"]["spec"]}
+        pod_spec["volumes"] = [*(pod_spec.get("volumes") or []), *claims]
+        metadata = spec["template"].get("metadata") or {}
+        pods.append((manifest, _dry_run_pod(kube, manifest.name, manifest.namespace, metadata, pod_spec)))
+    worker = manifests.pod_template(rendered)
+    config_map = manifests.find(rendered, "ConfigMap", manifests.POD_TEMPLATE_CONFIG_MAP)
+    if worker and config_map:
+        metadata, pod_spec = worker.obj.get("metadata") or {}, worker.obj["spec"]
+        pods.append((worker, _dry_run_pod(kube, worker.name, config_map.namespace, metadata, pod_spec)))
+    return pods
+
+
+def _dry_run_pod(
+    kube: Kube, name: str, namespace: str | None, metadata: dict[str, Any], pod_spec: dict[str, Any]
+) -> dict[str, Any]:
+    service_account = pod_spec.get("serviceAccountName") or "default"
+    if kubeapi.read(kube, service_account_object(service_account, namespace)) is None:
+        # Admission refuses a pod whose ServiceAccount does not exist, and this deploy has not
+        # made it yet: the namespace's own account stands in, which its controller makes.
+        pod_spec = {**pod_spec, "serviceAccountName": "default"}
+        wait_for_default_account(kube, namespace)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{name}-dry-run-",
+            "namespace": namespace,
+            "labels": metadata.get("labels") or {},
+            "annotations": metadata.get("annotations") or {},
+        },
+        "spec": pod_spec,
+    }
+
+
+def service_account_object(name: str, namespace: str | None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+
+
+def wait_for_default_account(kube: Kube, namespace: str | None, timeout: float = 30) -> None:
+    account = service_account_object("default", namespace)
+    poll(
+        lambda: kubeapi.read(kube, account),
+        timeout=timeout,
+        every=0.2,
+        timed_out=lambda: Failure(
+            f"namespace {namespace!r} has no ServiceAccount 'default' after {timeout:.0f} s: "
+            "is the cluster's kube-controller-manager running?"
+        ),
+    )
 
 
 def not_ours(kube: Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]]) -> list[str]:
@@ -217,6 +350,7 @@ def planned_requests(
         requests.append(("get", "v1", "Secret", namespace, name))
         if ("", "Secret", namespace, name) not in before:
             requests.append(("create", "v1", "Secret", namespace, name))
+    requests.append(("create", "v1", "Pod", namespace, ""))  # the dry run of each pod template
     for obj in stale_objects(rendered, before, namespace):
         requests.append(("delete", obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"]))
     return requests
@@ -264,8 +398,13 @@ def inventory(
     return found
 
 
-def apply(kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]]) -> str:
-    """Server-side apply one object; say whether it was created, configured or unchanged."""
+def apply(
+    kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]], unchanged: Set[str] = frozenset()
+) -> str:
+    """Server-side apply one object unless the dry run found nothing to change; say whether it
+    was created, configured or unchanged."""
+    if manifest.ref in unchanged:
+        return "unchanged"
     previous = before.get(kubeapi.key(manifest.obj)) or kubeapi.read(kube, manifest.obj)
     try:
         applied = kubeapi.server_side_apply(kube, manifest.obj, FIELD_MANAGER)
@@ -274,13 +413,21 @@ def apply(kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]]) -> 
     return _outcome(previous, applied)
 
 
-def apply_job(kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]], timeout: int) -> str:
+def apply_job(
+    kube: Kube,
+    manifest: Manifest,
+    before: dict[Key, dict[str, Any]],
+    timeout: int,
+    unchanged: Set[str] = frozenset(),
+) -> str:
     """Jobs are immutable: recreate one whose spec changed (a new image) or that failed; else leave it."""
     existing = before.get(kubeapi.key(manifest.obj)) or kubeapi.read(kube, manifest.obj)
     if existing is None:
         return apply(kube, manifest, before)
     if condition(existing, "Failed"):
         console.print(f"  {manifest.ref} failed before: running it again")
+    elif manifest.ref in unchanged:
+        return "unchanged"
     else:
         try:
             return _outcome(existing, kubeapi.server_side_apply(kube, manifest.obj, FIELD_MANAGER))
@@ -300,14 +447,17 @@ def _outcome(previous: dict[str, Any] | None, applied: dict[str, Any]) -> str:
     return "unchanged" if same else "configured"
 
 
-# Refusals of a kind as such: forbidden to this user, or not served by this cluster.
+# Refusals of a kind as such: forbidden to this user, or not served by this cluster; but not
+# the 403s of limits that any object of the kind could meet.
 KIND_REFUSALS = frozenset({403, 404, 405})
+NOT_ABOUT_THE_KIND = ("exceeded quota", "violates PodSecurity")
 
 
 def refused(manifest: Manifest, error: ApiException) -> str:
     """The API server's reason; for a kind the cluster refuses, how an overlay drops that kind."""
-    message = f"{manifest.source}: {manifest.ref}: the API server refused it: {api_message(error)}"
-    if error.status not in KIND_REFUSALS:
+    reason = api_message(error)
+    message = f"{manifest.source}: {manifest.ref}: the API server refused it: {reason}"
+    if error.status not in KIND_REFUSALS or any(limit in reason for limit in NOT_ABOUT_THE_KIND):
         return message
     kind, api_version = manifest.kind, manifest.obj.get("apiVersion", "v1")
     return (

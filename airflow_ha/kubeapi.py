@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,13 +106,23 @@ def _plural(resource: Any) -> str:
 def refused_as_failure(
     kube: Kube, verb: str, resource: Any, namespace: str | None, name: str = "", subresource: str = ""
 ) -> Iterator[None]:
-    """Turn a 403 from the calls inside into Forbidden, worded by ``forbidden``; other errors pass."""
+    """Turn RBAC's 403 from the calls inside into Forbidden, worded by ``forbidden``; other errors
+    pass, the 403s of admission (quota, PodSecurity, webhooks) among them, with their own reason."""
     try:
         yield
     except ApiException as error:
-        if error.status == 403:
+        if error.status == 403 and rbac_denied(error):
             raise Forbidden(forbidden(kube, verb, resource, namespace, name, subresource)) from None
         raise
+
+
+# How the RBAC authorizer words a refusal: `pods is forbidden: User "x" cannot create resource ...`.
+RBAC_DENIAL = re.compile(r'\bUser "[^"]*" cannot ')
+
+
+def rbac_denied(error: ApiException) -> bool:
+    """Whether a 403 came from authorization; admission plugins word theirs differently."""
+    return bool(RBAC_DENIAL.search(api_message(error))) or not error.body
 
 
 def require_rights(
@@ -264,8 +275,13 @@ def list_objects(
         )
 
 
-def server_side_apply(kube: Kube, obj: dict[str, Any], field_manager: str) -> dict[str, Any]:
-    """Apply ``obj``; force_conflicts, because the caller is the source of truth for what it sets."""
+def server_side_apply(
+    kube: Kube, obj: dict[str, Any], field_manager: str, *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Apply ``obj``; force_conflicts, because the caller is the source of truth for what it sets.
+
+    A ``dry_run`` passes every admission step a write would, and stores nothing.
+    """
     resource = resource_of(kube, obj["apiVersion"], obj["kind"])
     namespace = _namespace_of(resource, obj)
     with refused_as_failure(kube, "patch", resource, namespace, obj["metadata"]["name"]):
@@ -275,18 +291,26 @@ def server_side_apply(kube: Kube, obj: dict[str, Any], field_manager: str) -> di
                 field_manager=field_manager,
                 force_conflicts=True,
                 _request_timeout=REQUEST_TIMEOUT,
+                **_dry_run(dry_run),
                 **_scope(resource, namespace),
             )
         )
 
 
-def create(kube: Kube, obj: dict[str, Any]) -> dict[str, Any]:
+def create(kube: Kube, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
     resource = resource_of(kube, obj["apiVersion"], obj["kind"])
     namespace = _namespace_of(resource, obj)
-    with refused_as_failure(kube, "create", resource, namespace, obj["metadata"]["name"]):
+    name = obj["metadata"].get("name") or obj["metadata"].get("generateName", "")
+    with refused_as_failure(kube, "create", resource, namespace, name):
         return as_dict(
-            resource.create(body=obj, _request_timeout=REQUEST_TIMEOUT, **_scope(resource, namespace))
+            resource.create(
+                body=obj, _request_timeout=REQUEST_TIMEOUT, **_dry_run(dry_run), **_scope(resource, namespace)
+            )
         )
+
+
+def _dry_run(dry_run: bool) -> dict[str, str]:
+    return {"dry_run": "All"} if dry_run else {}
 
 
 def delete(kube: Kube, obj: dict[str, Any]) -> None:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 # ----------------------------------------------------------------------------------
+# The real Kubernetes API server: tests that talk to the API use it.
+#   control_plane    etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+#                    built from tests/controlplane/go.mod, on 127.0.0.1, started once
+#                    per session (no nodes: pods are admitted, never run)
+# ----------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------
 # Docker fixtures. tests/image and tests/stack use them:
 #   docker_client    a client of a running daemon; every test using it skips, with
 #                    the reason, when there is no daemon
@@ -28,6 +34,7 @@ import certifi
 import httpx
 import pytest
 import yaml
+from controlplane.plane import ControlPlane, StartFailure
 from docker.client import DockerClient
 from docker.errors import DockerException, ImageNotFound
 from docker.models.containers import Container
@@ -41,6 +48,17 @@ BASE_IMAGE = "airflow-ha-base:bookworm"
 POSTGRES_IMAGE = "airflow-ha-postgres:15"
 # Appended to the CA bundle of the session's build: no layer of the image may contain it.
 CA_BUNDLE_MARKER = "# airflow-ha test marker: this CA bundle line must not reach any image layer"
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"))
+    try:
+        plane.start()
+    except (StartFailure, RuntimeError) as error:
+        pytest.fail(f"the control plane did not start: {error}", pytrace=False)
+    yield plane
+    plane.stop()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ apply changes something, refuses a changed Job spec as immutable, needs the name
 before namespaced objects, and deletes dependants with their owner. Its RBAC can limit
 every request to one namespace, or deny one verb on one kind, answering 403 as the API
 server does. Its controllers make a workload ready one poll after it was written, unless
-a test holds it back.
+a test holds it back, and a namespace's `default` ServiceAccount exists with it. A dry run
+(`dry_run="All"`) checks as a write does and keeps nothing.
 The manifests are the real ones, rendered by kustomize.
 """
 
@@ -228,6 +229,9 @@ class FakeResource:
         self.fake.authorize("get" if name is not None else "list", self, namespace)
         if name is not None:
             obj = self.fake.objects.get(self._key(name, namespace))
+            if obj is None and (self.kind, name) == ("ServiceAccount", "default"):
+                if ("Namespace", "", namespace) in self.fake.objects:  # its controller makes it
+                    return FakeInstance({"kind": "ServiceAccount", "metadata": {"name": name}})
             if obj is None:
                 raise api_error(404, f'{self.kind.lower()}s "{name}" not found')
             self.fake.observe(obj)
@@ -247,8 +251,23 @@ class FakeResource:
         return FakeInstance({"items": items, "metadata": {"resourceVersion": str(next(self.fake.versions))}})
 
     def server_side_apply(
-        self, body: dict[str, Any], field_manager: str, namespace: str | None = None, **_: Any
+        self,
+        body: dict[str, Any],
+        field_manager: str,
+        namespace: str | None = None,
+        dry_run: str | None = None,
+        **_: Any,
     ):
+        if dry_run != "All":
+            return self._server_side_apply(body, field_manager, namespace)
+        # As the API server's dry run: every check of a write, and nothing kept.
+        kept = copy.deepcopy((self.fake.objects, self.fake.applied, self.fake.log))
+        try:
+            return self._server_side_apply(body, field_manager, namespace)
+        finally:
+            self.fake.objects, self.fake.applied, self.fake.log = kept
+
+    def _server_side_apply(self, body: dict[str, Any], field_manager: str, namespace: str | None):
         assert field_manager == deploying.FIELD_MANAGER
         self.fake.authorize("patch", self, namespace)
         key = self._key(body["metadata"]["name"], namespace or body["metadata"].get("namespace"))
@@ -275,12 +294,17 @@ class FakeResource:
         self.fake.log.append(("update" if existing else "create", f"{self.kind}/{key[2]}"))
         return FakeInstance(self.fake.put(stored))
 
-    def create(self, body: dict[str, Any], namespace: str | None = None, **_: Any) -> FakeInstance:
+    def create(
+        self, body: dict[str, Any], namespace: str | None = None, dry_run: str | None = None, **_: Any
+    ) -> FakeInstance:
         if self.kind == "SelfSubjectAccessReview":  # allowed to everyone, and writes nothing
             asked = body["spec"]["resourceAttributes"]
             allowed = self.fake.allowed(asked["verb"], asked["resource"], asked.get("namespace", ""))
             return FakeInstance({**body, "status": {"allowed": allowed}})
         self.fake.authorize("create", self, namespace)
+        if dry_run == "All":
+            name = body["metadata"].get("name") or body["metadata"]["generateName"] + "dry"
+            return FakeInstance({**body, "metadata": {**body["metadata"], "name": name}})
         key = self._key(body["metadata"]["name"], namespace)
         if key in self.fake.objects:
             raise api_error(409, f'{self.kind.lower()}s "{key[2]}" already exists')

@@ -1,0 +1,170 @@
+"""Deploy's dry run against the REAL Kubernetes API server's admission (tests/controlplane).
+
+Before its first write, deploy tries every object and a Pod of every pod template with
+dryRun=All, so admission is proven by Kubernetes itself: ResourceQuota, PodSecurity and the
+rest. No node runs the pods; admission is all these tests ask of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from controlplane.plane import ControlPlane
+
+from airflow_ha import PART_OF, PART_OF_LABEL, REPO_ROOT, kubeapi, manifests
+from airflow_ha import deploy as deploying
+from airflow_ha.console import Failure
+
+TAG = "3.3.2-admission"
+QUOTA = "team-quota"
+RESTRICTED = "team-restricted"
+
+
+def invoke(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    command = shutil.which("invoke")
+    assert command, "invoke is not installed in this environment"
+    return subprocess.run(
+        [command, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "KUBECONFIG": str(plane.admin_kubeconfig), "COLUMNS": "250"},
+    )
+
+
+def deploy_args(namespace: str) -> tuple[str, ...]:
+    return (
+        "deploy",
+        "--overlay",
+        "okteto",
+        "--skip-build",
+        "--tag",
+        TAG,
+        "--context",
+        "admin",
+        "--namespace",
+        namespace,
+        "--no-wait",
+    )
+
+
+def namespace(plane: ControlPlane, name: str, labels: dict[str, str] | None = None) -> None:
+    plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
+
+
+def ours(plane: ControlPlane, name: str) -> list[str]:
+    listed = plane.kubectl(
+        "get",
+        "all,configmaps,secrets,persistentvolumeclaims",
+        "-n",
+        name,
+        "-l",
+        f"{PART_OF_LABEL}={PART_OF}",
+        "-o",
+        "json",
+    )
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in json.loads(listed.stdout)["items"]]
+
+
+def test_an_object_over_the_namespace_quota_stops_deploy_before_any_write(
+    control_plane: ControlPlane,
+) -> None:
+    """The logs claim asks 2Gi of a namespace allowed 1Gi of storage: the dry run finds it."""
+    namespace(control_plane, QUOTA)
+    control_plane.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "storage", "namespace": QUOTA},
+            "spec": {"hard": {"requests.storage": "1Gi"}},
+        }
+    )
+    seen = len(control_plane.audit_events())
+
+    refused = invoke(control_plane, *deploy_args(QUOTA))
+
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    last = refused.stderr.strip().splitlines()
+    assert "Traceback" not in refused.stderr, refused.stderr
+    assert last[-1] == "Nothing was applied.", refused.stderr
+    claim = next(m for m in manifests.render("okteto", namespace=QUOTA) if m.kind == "PersistentVolumeClaim")
+    assert last[-2].startswith(f"error: {claim.source}: {claim.ref}: the API server refused it: "), (
+        refused.stderr
+    )
+    assert "exceeded quota: storage, requested: requests.storage=2Gi" in last[-2], refused.stderr
+    assert "drop every" not in refused.stderr  # a quota is not the kind's refusal
+    written = [
+        e
+        for e in control_plane.audit_events()[seen:]
+        if e["verb"] in ("create", "update", "patch", "delete")
+        and e["user"]["username"] == "airflow-ha-test-admin"
+        and "dryRun=All" not in e["requestURI"]
+        and (e.get("objectRef") or {}).get("resource") != "selfsubjectaccessreviews"
+    ]
+    assert written == []
+    assert ours(control_plane, QUOTA) == []
+
+
+def test_every_pod_the_overlays_render_is_admitted_where_podsecurity_enforces_restricted(
+    control_plane: ControlPlane,
+) -> None:
+    """The hardening claims, held to the real PodSecurity admission plugin: in a namespace that
+    enforces `restricted`, deploy's dry run admits every pod template, the worker pods' too, and
+    the real controllers then create every pod of every workload, refused none."""
+    namespace(
+        control_plane,
+        RESTRICTED,
+        {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "v1.35",
+        },
+    )
+    rendered = manifests.render("okteto", namespace=RESTRICTED, image=f"airflow-ha:{TAG}")
+    workloads = [m for m in rendered if m.kind in ("Deployment", "StatefulSet", "Job")]
+    expected = sum(m.obj["spec"].get("replicas", m.obj["spec"].get("parallelism", 1)) for m in workloads)
+
+    deployed = invoke(control_plane, *deploy_args(RESTRICTED))
+
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert f"dry run: the API server admits all {len(rendered)} objects and their pods" in deployed.stdout
+    pods: list[str] = []
+    for _ in range(60):
+        pods = [p for p in ours(control_plane, RESTRICTED) if p.startswith("Pod/")]
+        if len(pods) >= expected:
+            break
+        time.sleep(1)
+    refusals = control_plane.kubectl(
+        "get", "events", "-n", RESTRICTED, "--field-selector", "reason=FailedCreate", "-o", "name"
+    )
+    assert refusals.stdout.strip() == "", control_plane.kubectl("get", "events", "-n", RESTRICTED).stdout
+    assert len(pods) == expected, pods
+
+
+def test_a_pod_that_breaks_restricted_is_refused_by_the_dry_run_with_the_reason(
+    control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same check, watched failing: one container allowed to escalate its privileges."""
+    namespace(control_plane, RESTRICTED, {"pod-security.kubernetes.io/enforce": "restricted"})
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.admin_kubeconfig))
+    kube = kubeapi.kube_clients("admin")
+    rendered = manifests.render("okteto", namespace=RESTRICTED, image=f"airflow-ha:{TAG}")
+    scheduler = next(m for m in rendered if m.ref == "Deployment/airflow-scheduler")
+    container = scheduler.obj["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"]["allowPrivilegeEscalation"] = True
+
+    with pytest.raises(Failure) as refused:
+        deploying.dry_run(kube, rendered, deploying.inventory(kube, RESTRICTED, deploying.kinds_of(rendered)))
+
+    message = str(refused.value)
+    assert message.startswith(
+        "kube/base/scheduler.yaml: Deployment/airflow-scheduler: the API server would refuse"
+    )
+    assert 'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false' in message
+    assert message.endswith("Nothing was applied.")
