@@ -229,9 +229,9 @@ class FakeResource:
         self.fake.authorize("get" if name is not None else "list", self, namespace)
         if name is not None:
             obj = self.fake.objects.get(self._key(name, namespace))
-            if obj is None and (self.kind, name) == ("ServiceAccount", "default"):
-                if ("Namespace", "", namespace) in self.fake.objects:  # its controller makes it
-                    return FakeInstance({"kind": "ServiceAccount", "metadata": {"name": name}})
+            made_by_its_controller = ("Namespace", "", namespace) in self.fake.objects
+            if obj is None and (self.kind, name) == ("ServiceAccount", "default") and made_by_its_controller:
+                return FakeInstance({"kind": "ServiceAccount", "metadata": {"name": name}})
             if obj is None:
                 raise api_error(404, f'{self.kind.lower()}s "{name}" not found')
             self.fake.observe(obj)

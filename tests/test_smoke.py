@@ -7,11 +7,11 @@ slowest of the unit suite, so they are few: one success, and the three failures 
 must understand (a missing DAG, wrong credentials, a failing task).
 
 The cluster half of the smoke test (worker pods) runs end to end in tests/stack, against
-the Kubernetes API emulator and real worker containers, and on kind in tests/e2e. Below, its
-label matching is checked against the
-provider's own pod generator; the pod watch and the pod assertions against a Kubernetes
-API mocked in-process (a list of pods, and a watch that fails on purpose); the
-port-forward relay against a real HTTP server on loopback, standing in for the pod.
+the Kubernetes API emulator and real worker containers, and on kind in tests/e2e; its API
+calls and their 403s run against the real API server in tests/test_worker_pods_api.py. Below,
+its label matching is checked against the provider's own pod generator; the pod assertions
+and a watch that fails on purpose against a Kubernetes API mocked in-process (a list of
+pods); the port-forward relay against a real HTTP server on loopback, standing in for the pod.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from airflow_ha import REPO_ROOT, dag_run, kubeapi, port_forward, smoke, worker_pods
 from airflow_ha.console import Failure
@@ -447,29 +446,6 @@ def test_a_recorded_pod_keeps_its_labels_so_its_task_finds_it():
     assert pods.pod_for(RUN.task_instances[1], RUN.run_id) is None
 
 
-class Refusing(PodList):
-    """The pod API mocked in-process with RBAC that refuses to list pods."""
-
-    name, group, kind = "pods", "", "Pod"
-
-    def get(self, api_version: str | None = None, kind: str | None = None, **kwargs: Any):
-        if kind is not None:
-            return self
-        raise ApiException(status=403, reason="Forbidden")
-
-
-def test_a_watch_without_the_right_to_list_pods_is_one_line():
-    kube = kubeapi.Kube("okteto", Refusing([]), None)
-
-    with pytest.raises(Failure) as failed, worker_pods.PodWatch(kube, "team-a", DAG_ID):
-        pass
-
-    assert str(failed.value) == (
-        "forbidden: cannot list pods in namespace 'team-a' (kube context 'okteto'): "
-        "it lacks the RBAC right \"list pods\" in namespace 'team-a'"
-    )
-
-
 # the port-forward relay, with a real HTTP server on loopback standing in for the pod
 
 
@@ -552,46 +528,6 @@ def test_no_ready_pod_to_forward_to_is_named():
         smoke.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE)
 
 
-@pytest.fixture
-def refusing_api() -> Iterator[str]:
-    """A loopback HTTP server that refuses every request with 403, as an API server does without RBAC."""
-
-    class Refuse(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"kind": "Status", "code": 403, "reason": "Forbidden"}'
-            self.send_response(403)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_port_forward_without_the_right_is_one_line(refusing_api):
-    """The kubernetes client is real; its websocket handshake meets the 403 of the server above."""
-    from kubernetes import client
-
-    configuration = client.Configuration()
-    configuration.host = refusing_api
-    kube = kubeapi.Kube("okteto", Refusing([]), client.CoreV1Api(client.ApiClient(configuration)))
-    connect = port_forward.pod_connector(kube, "team-a", "airflow-api-server-1", 8080)
-
-    with pytest.raises(Failure) as failed:
-        connect()
-
-    assert str(failed.value) == (
-        "forbidden: cannot create Pod/airflow-api-server-1 in namespace 'team-a' (kube context 'okteto'): "
-        "it lacks the RBAC right \"create pods/portforward\" in namespace 'team-a'"
-    )
-
-
 def test_the_relay_leans_on_the_kubernetes_client_internals_it_was_written_for():
     """port_forward.py relies on three things the client does not promise; a new client must
     be checked against each before this pin moves: portforward() swaps the request method of
@@ -621,7 +557,7 @@ def test_a_port_forward_to_an_unreachable_api_is_named():
         reserved.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
         configuration = client.Configuration()
         configuration.host = f"http://127.0.0.1:{reserved.getsockname()[1]}"
-        kube = kubeapi.Kube("gone", Refusing([]), client.CoreV1Api(client.ApiClient(configuration)))
+        kube = kubeapi.Kube("gone", PodList([]), client.CoreV1Api(client.ApiClient(configuration)))
         connect = port_forward.pod_connector(kube, "airflow", "airflow-api-server-1", 8080)
 
         with pytest.raises(

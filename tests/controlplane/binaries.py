@@ -137,7 +137,7 @@ def ensure(names: list[str] | None = None) -> dict[str, Path]:
 def build(module: Module, names: list[str], folder: Path) -> None:
     version = module.version()
     print(
-        f"building {', '.join(names)} {version} from source into {folder.relative_to(REPO_ROOT)} "
+        f"building {', '.join(names)} {version} from source into {_shown(folder)} "
         f"(the first build on a machine takes about {COLD_MINUTES} min on 2 cores)",
         file=sys.stderr,
         flush=True,
@@ -154,6 +154,10 @@ def build(module: Module, names: list[str], folder: Path) -> None:
         for name in names:
             os.replace(Path(scratch) / name, folder / name)
     print(f"built {', '.join(names)} in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
 
 
 def _go(arguments: list[str], folder: Path, *, capture: bool = False) -> str:

@@ -1,29 +1,25 @@
 """Authentication by ServiceAccount token, authorization by the Roles and RoleBindings applied.
 
-Like the API server's RBAC authorizer, restricted to what the deployment uses: namespaced
+Like the API server's RBAC authorizer, restricted to what the rehearsal's pods use: namespaced
 Roles bound to ServiceAccounts. ClusterRoles and ClusterRoleBindings are not emulated, so
 a binding to a ClusterRole grants nothing here, and nothing at cluster scope is allowed to
-anyone but the harness, except SelfSubjectAccessReview, which Kubernetes allows to every
-authenticated user (the server answers those from `allows`). As in Kubernetes, a Role may
-grant only rights its writer holds, and a RoleBinding bind only such a Role
-(`refuse_escalation`), unless the writer may `escalate` or `bind` roles.
+anyone but the harness. Only the harness writes Roles and RoleBindings, so RBAC's escalation
+prevention is not emulated: a ServiceAccount allowed to write Roles could grant itself anything.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 from .store import BY_PLURAL, ApiError, Selector, Store
 
 ADMIN = "system:admin"  # the test harness itself, which applies the manifests
-RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
 @dataclass(frozen=True)
 class Request:
-    verb: str  # get, list, watch, create, update, patch, delete
+    verb: str  # get, list, watch, create, patch, delete
     group: str
     resource: str  # "pods" or "pods/log"
     namespace: str
@@ -114,40 +110,3 @@ class Authorizer:
             and has(rule.get("verbs"), request.verb)
             and (not names or request.name in names)
         )
-
-    def refuse_escalation(self, user: str, namespace: str, obj: dict[str, Any]) -> None:
-        """403 when ``user`` writes a Role granting, or a RoleBinding binding a Role that grants,
-        a right ``user`` does not hold in ``namespace``: Kubernetes' RBAC escalation prevention."""
-        if user == ADMIN:
-            return
-        name = (obj.get("metadata") or {}).get("name", "")
-        if obj.get("kind") == "Role":
-            if self.allows(user, Request("escalate", RBAC_GROUP, "roles", namespace, name)):
-                return
-            rules = obj.get("rules") or []
-        elif obj.get("kind") == "RoleBinding":
-            role_ref = obj.get("roleRef") or {}
-            if role_ref.get("kind") != "Role":
-                return  # ClusterRoles are not emulated: such a binding grants nothing here
-            if self.allows(user, Request("bind", RBAC_GROUP, "roles", namespace, role_ref.get("name", ""))):
-                return
-            role = self.store.get(BY_PLURAL[RBAC_GROUP, "roles"], namespace, role_ref.get("name", ""))
-            rules = role.get("rules") or []
-        else:
-            return
-        missing = [
-            f"{{APIGroups:[{group!r}], Resources:[{resource!r}], Verbs:[{verb!r}]}}"
-            for rule in rules
-            for group in rule.get("apiGroups") or []
-            for resource in rule.get("resources") or []
-            for verb in rule.get("verbs") or []
-            for resource_name in rule.get("resourceNames") or [""]
-            if not self.allows(user, Request(verb, group, resource, namespace, resource_name))
-        ]
-        if missing:
-            plural = "roles" if obj["kind"] == "Role" else "rolebindings"
-            raise ApiError(
-                403,
-                f'{plural}.{RBAC_GROUP} "{name}" is forbidden: user "{user}" is attempting to grant RBAC '
-                f"permissions not currently held: {', '.join(missing)}",
-            )

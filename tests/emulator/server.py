@@ -1,6 +1,8 @@
 """The emulator's HTTPS API: discovery and the REST paths of the resources in store.RESOURCES.
 
-NOT Kubernetes; see the package docstring for what it does not prove.
+It serves the rehearsal's pods (tests/stack) and nothing else: the API-level tests run on the
+real API server (tests/controlplane). NOT Kubernetes; see the package docstring for what it
+does not prove.
 """
 
 from __future__ import annotations
@@ -19,20 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import yaml
-
-from . import controllers
 from .admission import strict_validation
-from .rbac import ADMIN, RBAC_GROUP, Authorizer, Request
-from .store import APPLY_PATCH, BY_PLURAL, PATCHES, RESOURCES, ApiError, Resource, Selector, Store
+from .rbac import ADMIN, Authorizer, Request
+from .store import BY_PLURAL, RESOURCES, ApiError, Resource, Selector, Store
 
-VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
-PROPAGATION_POLICIES = ("Orphan", "Background", "Foreground")
-# Go's strconv.ParseBool, which the API server parses boolean query parameters with.
-BOOLEANS = {
-    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
-    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
-}
+VERBS = ["create", "delete", "get", "list", "patch", "watch"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +53,8 @@ class Audit:
 class Emulator:
     """The API on host:port over TLS, with its own CA; `close()` stops it."""
 
-    def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, version: str = "1.35", *, controllers: bool = False
-    ):
-        """``controllers``: make written workloads ready without running pods (see controllers.py)."""
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, version: str = "1.35"):
         self.version = version
-        self.controllers = controllers
         self.store = Store(admit=strict_validation(version))
         self.rbac = Authorizer(self.store)
         self.audit: deque[Audit] = deque(maxlen=20000)
@@ -173,10 +162,9 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
         if (r.group, r.version) != (group, version):
             continue
         base = {"singularName": "", "namespaced": r.namespaced, "kind": r.kind}
-        verbs = VERBS if r.stored else ["create"]
-        resources.append({**base, "name": r.plural, "singularName": r.kind.lower(), "verbs": verbs})
+        resources.append({**base, "name": r.plural, "singularName": r.kind.lower(), "verbs": VERBS})
         if r.status:
-            resources.append({**base, "name": f"{r.plural}/status", "verbs": ["get", "patch", "update"]})
+            resources.append({**base, "name": f"{r.plural}/status", "verbs": ["get", "patch"]})
         if r.kind == "Pod":
             resources.append({**base, "name": "pods/log", "verbs": ["get"]})
     group_version = f"{group}/{version}" if group else version
@@ -211,9 +199,6 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.serve("POST")
 
-    def do_PUT(self) -> None:
-        self.serve("PUT")
-
     def do_PATCH(self) -> None:
         self.serve("PATCH")
 
@@ -238,14 +223,12 @@ class Handler(BaseHTTPRequestHandler):
                 verb = self.verb(method, route, query)
                 request = self.request_attributes(verb, route)
                 seen = {"group": request.group, "resource": request.resource, "namespace": request.namespace}
-                if route.resource.stored:
-                    self.emulator.rbac.authorize(user, request)
-                # else a review: Kubernetes lets every authenticated user ask (ClusterRole system:basic-user).
+                self.emulator.rbac.authorize(user, request)
                 if verb == "watch":
                     self.audit(user, verb, 200, **seen)
                     self.stream_watch(route, query)
                     return
-                code, answer = self.call(verb, route, query, body, user)
+                code, answer = self.call(verb, route, query, body)
                 if isinstance(answer, str):
                     self.send_text(code, answer)
                 else:
@@ -268,26 +251,16 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if not length:
             return None
-        raw = self.rfile.read(length)
         try:
-            if self.content_type == APPLY_PATCH:  # YAML, of which JSON is a part
-                return yaml.safe_load(raw)
-            return json.loads(raw)
-        except (ValueError, yaml.YAMLError):
-            raise ApiError(
-                415, "the emulator accepts JSON bodies, and YAML for apply patches, only"
-            ) from None
+            return json.loads(self.rfile.read(length))
+        except ValueError:
+            raise ApiError(415, "the emulator accepts JSON bodies only") from None
 
     @staticmethod
     def request_attributes(verb: str, route: Route) -> Request:
-        """What RBAC is asked, as the API server's request info says. As there, a request on
-        one Namespace object (/api/v1/namespaces/NAME) is in that namespace, so a RoleBinding
-        there can grant it; a list of namespaces is at cluster scope."""
+        """What RBAC is asked, as the API server's request info says."""
         resource = route.resource.plural + (f"/{route.subresource}" if route.subresource else "")
-        namespace = route.namespace
-        if route.resource.kind == "Namespace" and route.name:
-            namespace = route.name
-        return Request(verb, route.resource.group, resource, namespace, route.name)
+        return Request(verb, route.resource.group, resource, route.namespace, route.name)
 
     @staticmethod
     def discovery(parts: list[str]) -> dict[str, Any] | None:
@@ -333,55 +306,11 @@ class Handler(BaseHTTPRequestHandler):
             return "watch" if query.get("watch", "").lower() in ("true", "1") else "list"
         if method == "POST" and not route.name:
             return "create"
-        if route.name and method in ("PUT", "PATCH", "DELETE"):
-            return {"PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        if route.name and method in ("PATCH", "DELETE"):
+            return method.lower()
         raise ApiError(405, f"{method} is not supported on this path")
 
-    def call(self, verb: str, route: Route, query: dict[str, str], body: Any, user: str) -> tuple[int, Any]:
-        store, resource = self.emulator.store, route.resource
-        if not resource.stored:
-            if verb != "create" or route.subresource:
-                raise ApiError(405, f"{resource.plural} can only be created")
-            return 201, self.review(user, body)
-        code, answer = self.write_or_read(verb, route, query, body, user)
-        if self.emulator.controllers and verb in ("create", "update", "patch") and not route.subresource:
-            controllers.reconcile(store, resource, route.namespace, answer["metadata"]["name"])
-        return code, answer
-
-    def review(self, user: str, body: Any) -> dict[str, Any]:
-        """A SelfSubjectAccessReview answered from the emulator's RBAC; nothing is stored."""
-        spec = body.get("spec") if isinstance(body, dict) else None
-        attributes = (spec or {}).get("resourceAttributes")
-        if not isinstance(attributes, dict) or not attributes.get("verb") or not attributes.get("resource"):
-            raise ApiError(
-                400,
-                "spec.resourceAttributes with verb and resource is required (the emulator answers no other)",
-            )
-        resource = attributes["resource"] + (
-            f"/{attributes['subresource']}" if attributes.get("subresource") else ""
-        )
-        asked = Request(
-            attributes["verb"],
-            attributes.get("group", ""),
-            resource,
-            attributes.get("namespace", ""),
-            attributes.get("name", ""),
-        )
-        allowed = user == ADMIN or self.emulator.rbac.allows(user, asked)
-        return {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "metadata": {},
-            "spec": spec,
-            "status": {
-                "allowed": allowed,
-                **({} if allowed else {"reason": "no Role in the namespace allows it"}),
-            },
-        }
-
-    def write_or_read(
-        self, verb: str, route: Route, query: dict[str, str], body: Any, user: str
-    ) -> tuple[int, Any]:
+    def call(self, verb: str, route: Route, query: dict[str, str], body: Any) -> tuple[int, Any]:
         store, resource, namespace, name = self.emulator.store, route.resource, route.namespace, route.name
         if route.subresource == "log":
             if verb != "get" or resource.kind != "Pod":
@@ -389,12 +318,8 @@ class Handler(BaseHTTPRequestHandler):
             return 200, self.pod_log(namespace, name, query)
         if route.subresource and verb in ("create", "delete"):
             raise ApiError(405, f"{verb} is not supported on {resource.plural}/{route.subresource}")
-        if verb in ("create", "update", "patch") and not isinstance(body, (dict, list)):
-            raise ApiError(400, f"{verb} needs a JSON body")
-        applying = verb == "patch" and self.content_type == APPLY_PATCH  # checked in apply, after create
-        writing = verb in ("create", "update", "patch") and not applying
-        if writing and resource.group == RBAC_GROUP and not route.subresource:
-            self.refuse_escalation(verb, route, body, user)
+        if verb in ("create", "patch") and not isinstance(body, dict):
+            raise ApiError(400, f"{verb} needs a JSON object body")
         if verb == "get":
             return 200, store.get(resource, namespace, name)
         if verb == "list":
@@ -410,72 +335,11 @@ class Handler(BaseHTTPRequestHandler):
             }
         if verb == "create":
             return 201, store.create(resource, namespace, body)
-        if verb == "update":
-            return 200, store.update(resource, namespace, name, body, route.subresource)
-        if applying:
-            return self.apply(route, query, body, user)
         if verb == "patch":
-            if "force" in query:
-                raise ApiError(422, "force: Forbidden: may not be specified for non-apply patch")
             return 200, store.patch(resource, namespace, name, body, self.content_type, route.subresource)
-        options = body if isinstance(body, dict) else {}
-        policy = query.get("propagationPolicy", options.get("propagationPolicy"))
-        if policy is not None and policy not in PROPAGATION_POLICIES:
-            raise ApiError(
-                400, f"propagationPolicy: Unsupported value: {policy!r}: supported {PROPAGATION_POLICIES}"
-            )
+        options = body if isinstance(body, dict) else {}  # propagationPolicy is accepted and ignored
         grace = query.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
         return 200, store.delete(resource, namespace, name, None if grace is None else int(grace))
-
-    def refuse_escalation(self, verb: str, route: Route, body: Any, user: str) -> None:
-        """RBAC's escalation check on a Role or RoleBinding write; Kubernetes skips it for a write
-        that changes no rule, roleRef or subject (its IsOnlyMutatingGCFields), such as a re-apply."""
-        written = self.written(verb, route, body)
-        store, resource = self.emulator.store, route.resource
-        if store.exists(resource, route.namespace, route.name):
-            current = store.get(resource, route.namespace, route.name)
-            if all(written.get(field) == current.get(field) for field in ("rules", "roleRef", "subjects")):
-                return
-        self.emulator.rbac.refuse_escalation(user, route.namespace, written)
-
-    def written(self, verb: str, route: Route, body: Any) -> dict[str, Any]:
-        """The Role or RoleBinding a write leaves, for RBAC's escalation check, as far as it
-        tells: what is sent, or the patched object; of an apply, its fields over the live object."""
-        store, resource = self.emulator.store, route.resource
-        if verb == "create" or not store.exists(resource, route.namespace, route.name):
-            return dict(body) if isinstance(body, dict) else {}
-        current = store.get(resource, route.namespace, route.name)
-        if verb == "update":
-            return dict(body)
-        if self.content_type == APPLY_PATCH:
-            return {**current, **{k: v for k, v in body.items() if k in ("rules", "roleRef", "subjects")}}
-        patch = PATCHES.get(self.content_type)
-        if patch is None:
-            raise ApiError(415, f"the emulator does not support the patch type {self.content_type!r}")
-        return patch(current, body)
-
-    def apply(self, route: Route, query: dict[str, str], body: Any, user: str) -> tuple[int, Any]:
-        """Server-side apply (Store.apply). Creating needs the right to create as well as to
-        patch, as in Kubernetes: the patch was authorized already, so ask for create here, after
-        RBAC's escalation check (the API server checks the updated object before validating a
-        create)."""
-        manager = query.get("fieldManager", "")
-        if not manager:
-            raise ApiError(400, "fieldManager: Required value: is required for apply patch")
-        force = BOOLEANS.get(query.get("force", "false"))
-        if force is None:
-            raise ApiError(400, f"force: Invalid value: {query['force']!r}: not a boolean")
-        if route.subresource:
-            raise ApiError(415, f"the emulator does not apply to subresources ({route.subresource})")
-        store, resource, namespace, name = self.emulator.store, route.resource, route.namespace, route.name
-        if resource.group == RBAC_GROUP and isinstance(body, dict):
-            self.refuse_escalation("patch", route, body, user)
-        if not store.exists(resource, namespace, name):
-            self.emulator.rbac.authorize(
-                user, Request("create", resource.group, resource.plural, namespace, name)
-            )
-        obj, created = store.apply(resource, namespace, name, body, manager, force)
-        return (201 if created else 200), obj
 
     def pod_log(self, namespace: str, name: str, query: dict[str, str]) -> str:
         pod = self.emulator.store.get(BY_PLURAL["", "pods"], namespace, name)

@@ -1,8 +1,9 @@
-"""Objects, resource versions, selectors, patches, server-side apply and watches (in memory).
+"""Objects, resource versions, selectors, patches and watches (in memory).
 
 Every mutation goes through admission (a callable that raises ApiError 422) and bumps one
-global resourceVersion, recorded in a bounded event history that watches replay from. A
-write that changes nothing (a server-side apply of what is already there) stores nothing.
+global resourceVersion, recorded in a bounded event history that watches replay from; a
+watch from before that history gets 410 Gone. The store serves the rehearsal's pods
+(tests/stack) only: the API-level tests run on the real API server (tests/controlplane).
 """
 
 from __future__ import annotations
@@ -61,15 +62,14 @@ class Resource:
     plural: str
     namespaced: bool = True
     status: bool = False  # has a status subresource
-    stored: bool = True  # False for a review: only created, answered at once, never stored
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
-# The kinds the overlays render, pods, events (smoke's diagnostics list them), every kind
-# deploy's inventory lists (deploy.LABELLED_KINDS), and the access review deploy asks.
+# The kinds the kind and okteto overlays render, the Secrets and the Namespace the rehearsal
+# creates, pods, and events (smoke's diagnostics list them).
 RESOURCES = [
     Resource("", "v1", "Namespace", "namespaces", namespaced=False, status=True),
     Resource("", "v1", "Pod", "pods", status=True),
@@ -87,19 +87,6 @@ RESOURCES = [
     Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
     Resource("rbac.authorization.k8s.io", "v1", "Role", "roles"),
     Resource("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
-    Resource("networking.k8s.io", "v1", "Ingress", "ingresses", status=True),
-    Resource("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", status=True),
-    Resource("apps", "v1", "DaemonSet", "daemonsets", status=True),
-    Resource("apps", "v1", "ReplicaSet", "replicasets", status=True),
-    Resource("batch", "v1", "CronJob", "cronjobs", status=True),
-    Resource(
-        "authorization.k8s.io",
-        "v1",
-        "SelfSubjectAccessReview",
-        "selfsubjectaccessreviews",
-        namespaced=False,
-        stored=False,
-    ),
 ]
 BY_PLURAL = {(r.group, r.plural): r for r in RESOURCES}
 BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}
@@ -237,16 +224,6 @@ def require_version(resource: Resource, current: Obj, sent: str | None) -> None:
         )
 
 
-def refuse_immutable_job_change(current: Obj, wanted: Obj) -> None:
-    """A Job's pod template and selector are immutable once it exists (422, as Kubernetes says)."""
-    for field in ("template", "selector"):
-        if (wanted.get("spec") or {}).get(field) != (current.get("spec") or {}).get(field):
-            name = current["metadata"]["name"]
-            raise ApiError(
-                422, f'Job.batch "{name}" is invalid: spec.{field}: Invalid value: ...: field is immutable'
-            )
-
-
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -283,111 +260,10 @@ def strategic_merge_patch(target: Obj, patch: Any) -> Obj:
     return result
 
 
-def json_patch(target: Obj, operations: Any) -> Obj:
-    """RFC 6902 JSON patch: add, remove, replace and test."""
-    if not isinstance(operations, list):
-        raise ApiError(400, "a JSON patch must be a list of operations")
-    document: Any = copy.deepcopy(target)
-    for operation in operations:
-        op, path = operation.get("op"), operation.get("path", "")
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
-        if not parts or op not in ("add", "remove", "replace", "test"):
-            raise ApiError(422, f"unsupported JSON patch operation {operation}")
-        parent = document
-        try:
-            for part in parts[:-1]:
-                parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-            last: Any = parts[-1]
-            if isinstance(parent, list):
-                last = len(parent) if last == "-" else int(last)
-            if op == "test":
-                if parent[last] != operation.get("value"):
-                    raise ApiError(422, f"JSON patch test failed at {path}")
-            elif op == "remove":
-                del parent[last]
-            elif op == "add" and isinstance(parent, list):
-                parent.insert(last, operation["value"])
-            else:
-                if op == "replace" and (last not in parent if isinstance(parent, dict) else False):
-                    raise ApiError(422, f"JSON patch replace: {path} does not exist")
-                parent[last] = operation["value"]
-        except (KeyError, IndexError, ValueError, TypeError) as error:
-            raise ApiError(422, f"JSON patch {op} at {path}: {error}") from None
-    if not isinstance(document, dict):
-        raise ApiError(422, "a JSON patch must leave an object")
-    return document
-
-
 PATCHES: dict[str, Callable[[Obj, Any], Obj]] = {
-    "application/json-patch+json": json_patch,
     "application/merge-patch+json": merge_patch,
     "application/strategic-merge-patch+json": strategic_merge_patch,
 }
-
-
-# -- server-side apply ---------------------------------------------------------------------
-
-APPLY_PATCH = "application/apply-patch+yaml"
-FieldPath = tuple[str, ...]
-IDENTITY: frozenset[FieldPath] = frozenset(
-    {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
-)
-SERVER_SET_METADATA = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "generation",
-    "selfLink",
-)
-_ABSENT = object()
-
-
-def applied_fields(config: Obj) -> frozenset[FieldPath]:
-    """The fields an apply configuration sets: maps are walked; a list, a scalar or an empty
-    map is one field (lists are atomic here: see Store.apply)."""
-
-    def walk(value: Any, path: FieldPath) -> Iterator[FieldPath]:
-        if isinstance(value, dict) and value:
-            for name, item in value.items():
-                yield from walk(item, (*path, str(name)))
-        else:
-            yield path
-
-    return frozenset(walk(config, ())) - IDENTITY
-
-
-def value_at(obj: Any, path: FieldPath) -> Any:
-    for part in path:
-        if not isinstance(obj, dict) or part not in obj:
-            return _ABSENT
-        obj = obj[part]
-    return obj
-
-
-def remove_field(obj: Obj, path: FieldPath) -> None:
-    """Remove one field, and the maps that held only it."""
-    parents: list[Obj] = [obj]
-    for part in path[:-1]:
-        child = parents[-1].get(part)
-        if not isinstance(child, dict):
-            return
-        parents.append(child)
-    parents[-1].pop(path[-1], None)
-    for depth in range(len(path) - 1, 0, -1):
-        if parents[depth]:
-            break
-        parents[depth - 1].pop(path[depth - 1], None)
-
-
-def merge_applied(live: Obj, config: Obj) -> None:
-    """Set every field of the configuration on the live object: maps merge, the rest replaces."""
-    for name, value in config.items():
-        if isinstance(value, dict) and isinstance(live.get(name), dict):
-            merge_applied(live[name], value)
-        else:
-            live[name] = copy.deepcopy(value)
 
 
 # -- the store -------------------------------------------------------------------------
@@ -416,14 +292,8 @@ class Store:
         self._version = 0
         self._events: deque[Event] = deque(maxlen=history)
         self._compacted = 0  # watches from a version below this get 410 Gone
-        # What each field manager applied last, per object: the fields it owns (see apply).
-        self._owners: dict[Key, dict[str, frozenset[FieldPath]]] = {}
         # pod (namespace, name) -> reads a container's log: (container, tail lines) -> text
         self.log_readers: dict[tuple[str, str], Callable[[str, int | None], str]] = {}
-
-    @property
-    def version(self) -> int:
-        return self._version
 
     # reads
 
@@ -497,95 +367,6 @@ class Store:
             current = self.get(resource, namespace, name)
             return self._replace(resource, current, apply(current, patch), subresource)
 
-    def apply(
-        self, resource: Resource, namespace: str, name: str, config: Any, manager: str, force: bool
-    ) -> tuple[Obj, bool]:
-        """Server-side apply of ``config`` as field manager ``manager``: (the object, whether created).
-
-        As in Kubernetes: an upsert (an absent object is created from the configuration); on
-        an existing object the configuration's fields are set, and the fields this manager
-        applied last time and omits now are removed, unless another manager applied them too;
-        setting a field another manager applied, to another value, is a 409 Conflict unless
-        ``force``, which takes the field over; a result equal to the live object is not
-        stored, so resourceVersion and generation stay put; status is ignored on the main
-        resource; admission validates the result.
-
-        Simplified: lists are atomic (replaced whole, where Kubernetes merges keyed lists such
-        as containers item by item); ownership is recorded for appliers only, so a field that
-        a create, update or patch changed still belongs to the manager that applied it; the
-        owned fields are kept beside the object, not in ``metadata.managedFields`` (which is
-        never set), so a change of ownership alone stores nothing; no defaulting.
-        """
-        if not isinstance(config, dict):
-            raise ApiError(400, "an apply configuration must be an object")
-        if (config.get("apiVersion"), config.get("kind")) != (resource.api_version, resource.kind):
-            raise ApiError(
-                400,
-                f"the body is {config.get('apiVersion')}/{config.get('kind')}, the URL names {resource.kind}",
-            )
-        config = copy.deepcopy(config)
-        metadata = config.get("metadata")
-        if not isinstance(metadata, dict) or metadata.get("name") != name:
-            sent = metadata.get("name") if isinstance(metadata, dict) else None
-            raise ApiError(
-                400, f"the name of the object ({sent}) does not match the name on the URL ({name})"
-            )
-        if resource.namespaced and metadata.get("namespace", namespace) != namespace:
-            raise ApiError(400, "the namespace of the provided object does not match the namespace sent")
-        if "managedFields" in metadata:
-            raise ApiError(400, "metadata.managedFields must be nil in an apply configuration")
-        expected_version = metadata.get("resourceVersion")
-        for server_set in SERVER_SET_METADATA:
-            metadata.pop(server_set, None)
-        if resource.status:
-            config.pop("status", None)
-        fields = applied_fields(config)
-        key = (resource.plural, namespace if resource.namespaced else "", name)
-        with self._changed:
-            current = self._objects.get(key)
-            if current is None:
-                created = self.create(resource, namespace, config)
-                self._owners[key] = {manager: fields}
-                return created, True
-            require_version(resource, current, expected_version)
-            owners = self._owners.setdefault(key, {})
-            taken: dict[str, set[FieldPath]] = {}
-            for other, owned in owners.items():
-                if other == manager:
-                    continue
-                for path in fields & owned:
-                    if value_at(current, path) != value_at(config, path):
-                        taken.setdefault(other, set()).add(path)
-            if taken and not force:
-                conflicts = "; ".join(
-                    f'conflict with "{other}": .{".".join(path)}'
-                    for other, paths in sorted(taken.items())
-                    for path in sorted(paths)
-                )
-                raise ApiError(
-                    409,
-                    f"Apply failed with {sum(map(len, taken.values()))} conflicts: {conflicts}",
-                    "Conflict",
-                )
-            others: set[FieldPath] = set()
-            for other, owned in owners.items():
-                if other != manager:
-                    others |= owned - taken.get(other, set())
-            result = copy.deepcopy(current)
-            for path in sorted(owners.get(manager, frozenset()) - fields, key=len, reverse=True):
-                if path not in others:
-                    remove_field(result, path)
-            merge_applied(result, config)
-            stored = current if result == current else self._replace(resource, current, result, "")
-            for other, paths in taken.items():
-                owners[other] = owners[other] - paths
-            owners[manager] = fields
-            return copy.deepcopy(stored), False
-
-    def exists(self, resource: Resource, namespace: str, name: str) -> bool:
-        with self._changed:
-            return (resource.plural, namespace if resource.namespaced else "", name) in self._objects
-
     def _replace(self, resource: Resource, current: Obj, wanted: Obj, subresource: str) -> Obj:
         if subresource not in ("", "status") or (subresource == "status" and not resource.status):
             raise ApiError(404, f"{resource.plural} has no subresource {subresource!r}")
@@ -604,8 +385,6 @@ class Store:
                 metadata[immutable] = before[immutable]
             else:
                 metadata.pop(immutable, None)
-        if subresource == "" and resource.kind == "Job":
-            refuse_immutable_job_change(current, obj)
         metadata["generation"] = before.get("generation", 1)
         if subresource == "" and {k: v for k, v in obj.items() if k not in ("metadata", "status")} != {
             k: v for k, v in current.items() if k not in ("metadata", "status")
@@ -641,7 +420,6 @@ class Store:
 
     def _remove(self, key: Key, current: Obj) -> Obj:
         del self._objects[key]
-        self._owners.pop(key, None)
         self.log_readers.pop((key[1], key[2]), None)
         self._version += 1
         gone = copy.deepcopy(current)
@@ -661,12 +439,6 @@ class Store:
             self._compacted = self._events[0].version
         self._events.append(event)
         self._changed.notify_all()
-
-    def compact(self) -> None:
-        """Forget the event history, as etcd compaction does: older watches get 410 Gone."""
-        with self._changed:
-            self._events.clear()
-            self._compacted = self._version
 
     # watches
 
