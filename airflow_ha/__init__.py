@@ -1,8 +1,9 @@
 """Build, lint, deploy and smoke-test highly available Airflow 3 on Kubernetes.
 
 tasks.py parses arguments; each module here owns one responsibility:
-image, manifests, lint (the lint gate, a package), generated_secrets, cluster, tools, kubeapi,
-rollout, cluster_secrets, deploy, dag_run, worker_pods, port_forward, smoke, bootstrap and locks.
+image, manifests (with the workload model), lint (the lint gate, a package), generated_secrets,
+cluster, tools, capacity, kubeapi, rollout, cluster_secrets, deploy, dag_run, worker_pods,
+port_forward, smoke, bootstrap and locks.
 """
 
 import importlib.util

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -174,22 +175,142 @@ def pod_template(manifests: Iterable[Manifest]) -> Manifest | None:
     return Manifest(source, template)
 
 
+COMPONENT_LABEL = "app.kubernetes.io/component"
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"})
+# The labels KubernetesExecutor adds to every worker pod, beside the template's own.
+EXECUTOR_LABELS = {"kubernetes_executor": "True", "airflow-worker": "0"}
+# apps/v1's default for a Deployment's maxSurge and maxUnavailable.
+DEFAULT_ROLLING = "25%"
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """A field that should be an object, or {} when it is not: kubernetes-validate reports the shape."""
+    return value if isinstance(value, dict) else {}
+
+
+def items(value: Any) -> list[dict[str, Any]]:
+    """The objects of a field that should be a list of objects, ignoring what is not one."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def strings(value: Any) -> list[str]:
+    """A field that should be a list of strings, as strings."""
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _count(value: Any, default: int = 1) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def scaled(value: Any, total: int, *, round_up: bool) -> int | None:
+    """An IntOrString resolved against ``total`` as Kubernetes does, or None if it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
+        share = int(value[:-1]) * total / 100
+        return math.ceil(share) if round_up else math.floor(share)
+    return None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """An object that makes pods: where its pod template is, what its pods are labelled, how
+    many run at once, and what a rolling update adds. The lint checks and the budget share it."""
+
+    manifest: Manifest
+    pod_path: str  # field path of the pod spec, e.g. spec.template.spec
+    pod: dict[str, Any]
+    labels: dict[str, str]  # the labels its pods get
+
+    @property
+    def component(self) -> str:
+        return self.labels.get(COMPONENT_LABEL) or self.manifest.name
+
+    @property
+    def labels_path(self) -> str:
+        if self.pod_path == "spec":
+            return "metadata.labels"
+        return f"{self.pod_path.removesuffix('.spec')}.metadata.labels"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return mapping(self.manifest.obj.get("spec"))
+
+    @property
+    def replicas(self) -> int:
+        """The replica count the object renders (the API server's default of 1 when it names none)."""
+        if self.manifest.kind not in {"Deployment", "StatefulSet", "ReplicaSet"}:
+            return 1
+        return _count(self.spec.get("replicas"))
+
+    @property
+    def temporary(self) -> bool:
+        """A Job: its pods go away once it completes."""
+        return self.manifest.kind == "Job"
+
+    @property
+    def pods(self) -> int:
+        """Its pods at once: the replicas, or a Job's parallelism up to its completions."""
+        if not self.temporary:
+            return self.replicas
+        parallelism = _count(self.spec.get("parallelism"))
+        completions = self.spec.get("completions")
+        return min(parallelism, _count(completions)) if completions is not None else parallelism
+
+    def rolling_update(self) -> tuple[int, int] | None:
+        """A Deployment's (maxSurge, maxUnavailable) resolved at its replicas, as the controller
+        does; None for strategy Recreate, which takes every pod down first."""
+        strategy = mapping(self.spec.get("strategy"))
+        if strategy.get("type") == "Recreate":
+            return None
+        rolling, replicas = mapping(strategy.get("rollingUpdate")), self.replicas
+        surge = scaled(rolling.get("maxSurge", DEFAULT_ROLLING), replicas, round_up=True) or 0
+        unavailable = scaled(rolling.get("maxUnavailable", DEFAULT_ROLLING), replicas, round_up=False) or 0
+        if surge == 0 and unavailable == 0:
+            unavailable = 1  # ResolveFenceposts
+        return surge, unavailable
+
+    @property
+    def surge(self) -> int:
+        """How many pods a rollout adds at most: a Deployment's maxSurge; none for other kinds."""
+        resolved = self.rolling_update() if self.manifest.kind == "Deployment" else None
+        return resolved[0] if resolved else 0
+
+
+def workloads(objects: Iterable[Manifest], template: Manifest | None = None) -> Iterator[Workload]:
+    """Every object that makes pods; the worker pod template with the executor's labels."""
+    for manifest in objects:
+        spec = mapping(manifest.obj.get("spec"))
+        if manifest.kind == "Pod":
+            labels = mapping(mapping(manifest.obj.get("metadata")).get("labels"))
+            yield Workload(manifest, "spec", spec, {str(k): str(v) for k, v in labels.items()})
+            continue
+        if manifest.kind not in WORKLOAD_KINDS:
+            continue
+        path = "spec"
+        if manifest.kind == "CronJob":
+            spec, path = mapping(mapping(spec.get("jobTemplate")).get("spec")), "spec.jobTemplate.spec"
+        pod_template = mapping(spec.get("template"))
+        labels = mapping(mapping(pod_template.get("metadata")).get("labels"))
+        pod = mapping(pod_template.get("spec"))
+        yield Workload(manifest, f"{path}.template.spec", pod, {str(k): str(v) for k, v in labels.items()})
+    if template is not None:
+        labels = {**{str(k): str(v) for k, v in mapping(template.labels).items()}, **EXECUTOR_LABELS}
+        yield Workload(template, "spec", mapping(template.obj.get("spec")), labels)
+
+
 def pod_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
     """(field path, pod spec) of every pod an object describes."""
-    spec = manifest.obj.get("spec") or {}
-    if manifest.kind == "Pod":
-        yield "spec", spec
-    elif manifest.kind in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
-        yield "spec.template.spec", (spec.get("template") or {}).get("spec") or {}
-    elif manifest.kind == "CronJob":
-        job = (spec.get("jobTemplate") or {}).get("spec") or {}
-        yield "spec.jobTemplate.spec.template.spec", (job.get("template") or {}).get("spec") or {}
+    for workload in workloads([manifest]):
+        yield workload.pod_path, workload.pod
 
 
 def containers(pod_spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(field path relative to the pod spec, container) of every container, init ones included."""
     for field in ("initContainers", "containers"):
-        for index, container in enumerate(pod_spec.get(field) or []):
+        for index, container in enumerate(items(pod_spec.get(field))):
             yield f"{field}[{container.get('name', index)}]", container
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.table import Table
 
-from . import budget, cluster, tools
+from . import capacity, cluster, tools
 from .cluster import INSTALL, is_kind, kube_contexts, project_kubeconfig, relative, target_context
 from .console import Failure, console
 
@@ -159,8 +159,8 @@ def _budget_docker_memory(budget_file: Path) -> int | None:
     if not budget_file.is_file():
         return None
     try:
-        wanted = budget.read_budget(budget_file).docker_memory
-    except budget.BudgetError as error:
+        wanted = capacity.read_budget(budget_file).docker_memory
+    except capacity.BudgetError as error:
         field = f"{error.field}: " if error.field and not error.message.startswith(error.field) else ""
         raise Failure(f"{relative(budget_file)}: {field}{error.message}") from None
     return None if wanted is None else int(wanted)

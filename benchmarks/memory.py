@@ -40,7 +40,7 @@ from typing import Any
 from docker.client import DockerClient
 from docker.errors import NotFound
 
-from airflow_ha import REPO_ROOT, budget, manifests
+from airflow_ha import REPO_ROOT, capacity, manifests
 from airflow_ha.manifests import Manifest, containers, pod_specs
 from benchmarks.executor import images, run_once
 
@@ -167,7 +167,7 @@ def run_probes_periodically(stack: Any, stop: threading.Event) -> None:
 
 
 def mib(quantity: str | None) -> str:
-    return f"{budget.quantity(quantity, 'memory') / MIB:.0f}" if quantity else "-"
+    return f"{capacity.quantity(quantity, 'memory') / MIB:.0f}" if quantity else "-"
 
 
 def main() -> None:

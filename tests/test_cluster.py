@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_ha import REPO_ROOT, budget, cluster, kubeapi, manifests, preflight, tools
+from airflow_ha import REPO_ROOT, capacity, cluster, kubeapi, manifests, preflight, tools
 from airflow_ha.console import Failure
 
 
@@ -250,7 +250,7 @@ def test_docker_desktops_8_gb_meets_an_8_gib_budget(tmp_path):
 
 def test_the_repositorys_kind_budget_declares_a_laptop_of_8_gib():
     path = REPO_ROOT / preflight.KIND_BUDGET
-    assert budget.read_budget(path).docker_memory == 8 * 2**30
+    assert capacity.read_budget(path).docker_memory == 8 * 2**30
     assert preflight.docker_memory_check({"MemTotal": 6 * 2**30}, path).problem == "6.0 GiB, budget 8 GiB"
 
 

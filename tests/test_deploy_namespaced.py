@@ -13,10 +13,7 @@ probes, storage or NetworkPolicy (`nox -s stack` rehearses those, kind proves th
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +21,10 @@ from typing import Any
 
 import pytest
 import yaml
+from controlplane.cli import WRITES, Run, invoke, okteto_deploy
 from controlplane.plane import ControlPlane
 
-from airflow_ha import PART_OF, PART_OF_LABEL, REPO_ROOT, generated_secrets, manifests
+from airflow_ha import PART_OF, PART_OF_LABEL, generated_secrets, manifests
 
 NAMESPACE = "team-a"  # the developer's namespace: deploy, redeploy, teardown
 # Namespaces whose Role lacks one right: (verb, resource) removed, and the first line deploy
@@ -156,32 +154,6 @@ def write_kubeconfig(path: Path, plane: ControlPlane, tokens: dict[str, str]) ->
     return path
 
 
-@dataclass(frozen=True)
-class Request:
-    """One request, as the API server's audit log records it."""
-
-    user: str
-    verb: str
-    resource: str  # with its subresource, as "pods/log"; "" for discovery
-    namespace: str
-    code: int
-    dry_run: bool
-
-    @classmethod
-    def of(cls, event: dict[str, Any]) -> Request:
-        target = event.get("objectRef") or {}
-        resource = "/".join(filter(None, (target.get("resource", ""), target.get("subresource", ""))))
-        return cls(
-            user=event["user"]["username"],
-            verb=event["verb"],
-            resource=resource,
-            namespace=target.get("namespace", ""),
-            code=int((event.get("responseStatus") or {}).get("code", 0)),
-            dry_run="dryRun=All" in event.get("requestURI", ""),
-        )
-
-
-WRITES = ("create", "update", "patch", "delete", "deletecollection")
 # What deploy writes, and the Secrets it generates: the kinds `labelled` lists.
 KINDS = (
     "serviceaccounts,roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io,configmaps,"
@@ -191,47 +163,12 @@ KINDS = (
 
 
 @dataclass
-class Run:
-    """One `invoke` run: its output, and the requests the API server answered meanwhile."""
-
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-    audit: list[Request]
-
-    @property
-    def output(self) -> str:
-        return f"$ invoke {' '.join(self.args)}\n{self.stdout}\n{self.stderr}"
-
-
-@dataclass
 class Cluster:
     plane: ControlPlane
     kubeconfig: Path
 
     def invoke(self, *args: str) -> Run:
-        command = shutil.which("invoke")
-        assert command, "invoke is not installed in this environment"
-        seen = len(self.plane.audit_events())
-        result = subprocess.run(
-            [command, *args],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            # No Docker daemon answers at DOCKER_HOST: a deploy with --skip-build to a context
-            # that is not kind must not need one (Okteto's runner has none).
-            env={
-                **os.environ,
-                "KUBECONFIG": str(self.kubeconfig),
-                "COLUMNS": "250",
-                "DOCKER_HOST": f"unix://{self.kubeconfig.parent / 'no-docker.sock'}",
-            },
-        )
-        requests = [Request.of(event) for event in self.plane.audit_events()[seen:]]
-        return Run(args, result.returncode, result.stdout, result.stderr, requests)
+        return invoke(self.plane, self.kubeconfig, *args)
 
     def labelled(self, namespace: str) -> dict[str, dict[str, Any]]:
         """Every object of the kinds deploy writes with the project label in the namespace, by Kind/name."""
@@ -273,19 +210,7 @@ def cluster(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactor
 
 
 def deploy_args(namespace: str, context: str = "", tag: str = TAG) -> tuple[str, ...]:
-    return (
-        "deploy",
-        "--overlay",
-        "okteto",
-        "--skip-build",
-        "--tag",
-        tag,
-        "--context",
-        context or context_of(namespace),
-        "--namespace",
-        namespace,
-        "--no-wait",  # no node runs the pods
-    )
+    return okteto_deploy(namespace, context or context_of(namespace), tag)
 
 
 def teardown_args(*extra: str) -> tuple[str, ...]:
@@ -402,15 +327,7 @@ def test_a_second_deploy_changes_nothing(lifecycle: Lifecycle) -> None:
         assert f" {action}" not in second.stdout, second.output
     assert "generated Secrets exist; kept as they are" in second.stdout
     assert lifecycle.after_second == lifecycle.before_second  # no resourceVersion moved
-    stored = [
-        a
-        for a in second.audit
-        if a.user == developer_of(NAMESPACE)
-        and a.verb in WRITES
-        and not a.dry_run
-        and a.resource != "selfsubjectaccessreviews"
-    ]
-    assert stored == []  # the dry run found nothing to change, so nothing was sent
+    assert second.stored_by(developer_of(NAMESPACE)) == []  # the dry run found nothing to change
 
 
 def test_a_new_image_recreates_the_migration_job_and_rolls_the_components(lifecycle: Lifecycle) -> None:

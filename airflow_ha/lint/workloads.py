@@ -1,4 +1,5 @@
-"""What the cluster rules share: the pods the manifests make, and who talks to the Kubernetes API.
+"""What the cluster rules share beside the workload model (``airflow_ha.manifests.Workload``):
+the pods' ports, Secrets and identities, and who talks to the Kubernetes API.
 
 Pure functions of the rendered objects (``airflow_ha.manifests.Manifest``), so the rules
 that use them stay fast and testable without rendering anything.
@@ -9,19 +10,14 @@ from __future__ import annotations
 import importlib.util
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .. import manifests
-from ..manifests import Manifest
+from ..manifests import Manifest, Workload, containers, items, mapping
 from .problems import Problem, at
 
-COMPONENT_LABEL = "app.kubernetes.io/component"
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
-# The labels KubernetesExecutor adds to every worker pod, beside the template's own.
-EXECUTOR_LABELS = {"kubernetes_executor": "True", "airflow-worker": "0"}
 EXECUTOR_KEY = "AIRFLOW__CORE__EXECUTOR"
 TRIGGER_LOG_PORT_KEY = "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"
 # The triggerer's own fallback (airflow/cli/commands/triggerer_command.py), used only when
@@ -29,89 +25,8 @@ TRIGGER_LOG_PORT_KEY = "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"
 TRIGGER_LOG_PORT_FALLBACK = 8794
 
 
-def mapping(value: Any) -> dict[str, Any]:
-    """A field that should be an object, or {} when it is not: kubernetes-validate reports the shape."""
-    return value if isinstance(value, dict) else {}
-
-
-def items(value: Any) -> list[dict[str, Any]]:
-    """The objects of a field that should be a list of objects, ignoring what is not one."""
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def strings(value: Any) -> list[str]:
-    """A field that should be a list of strings, as strings."""
-    return [str(item) for item in value] if isinstance(value, list) else []
-
-
-@dataclass(frozen=True)
-class Workload:
-    """An object that makes pods, and where in it the pod template is."""
-
-    manifest: Manifest
-    pod_path: str  # field path of the pod spec, e.g. spec.template.spec
-    pod: dict[str, Any]
-    labels: dict[str, str]  # the labels its pods get
-
-    @property
-    def component(self) -> str:
-        return self.labels.get(COMPONENT_LABEL) or self.manifest.name
-
-    @property
-    def labels_path(self) -> str:
-        return _labels_path(self.pod_path)
-
-
-def _labels_path(pod_path: str) -> str:
-    return "metadata.labels" if pod_path == "spec" else f"{pod_path.removesuffix('.spec')}.metadata.labels"
-
-
-def workloads(objects: Iterable[Manifest], template: Manifest | None = None) -> Iterator[Workload]:
-    """Every object that makes pods; the worker pod template with the executor's labels."""
-    for manifest in objects:
-        if manifest.kind not in WORKLOAD_KINDS:
-            continue
-        for path, spec, labels in pod_specs(manifest):
-            yield Workload(manifest, path, spec, {str(k): str(v) for k, v in labels.items()})
-    if template is not None:
-        labels = {**{str(k): str(v) for k, v in mapping(template.labels).items()}, **EXECUTOR_LABELS}
-        yield Workload(template, "spec", mapping(template.obj.get("spec")), labels)
-
-
 def worker(items: Iterable[Workload]) -> Workload | None:
     return next((w for w in items if w.manifest.kind == "Pod" and "kubernetes_executor" in w.labels), None)
-
-
-def replicas(workload: Workload) -> int:
-    """The replica count the object renders (the API server's default of 1 when it names none)."""
-    if workload.manifest.kind not in {"Deployment", "StatefulSet", "ReplicaSet"}:
-        return 1
-    value = mapping(workload.manifest.obj.get("spec")).get("replicas", 1)
-    return value if isinstance(value, int) else 1
-
-
-def pod_specs(manifest: Manifest) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(field path, pod spec, pod labels) of every pod an object describes, whatever its shape."""
-    spec = mapping(manifest.obj.get("spec"))
-    if manifest.kind == "Pod":
-        yield "spec", spec, mapping(mapping(manifest.obj.get("metadata")).get("labels"))
-        return
-    path = "spec"
-    if manifest.kind == "CronJob":
-        spec = mapping(mapping(spec.get("jobTemplate")).get("spec"))
-        path = "spec.jobTemplate.spec"
-    elif manifest.kind not in WORKLOAD_KINDS:
-        return
-    template = mapping(spec.get("template"))
-    labels = mapping(mapping(template.get("metadata")).get("labels"))
-    yield f"{path}.template.spec", mapping(template.get("spec")), labels
-
-
-def containers(pod: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(field path relative to the pod spec, container) of every container, init ones included."""
-    for field in ("initContainers", "containers"):
-        for index, container in enumerate(items(pod.get(field))):
-            yield f"{field}[{container.get('name', index)}]", container
 
 
 def named_ports(pod: dict[str, Any]) -> dict[str, tuple[int, str]]:

@@ -34,7 +34,7 @@ CACHE = REPO_ROOT / ".cache" / "kubernetes"
 BUILD_ENV = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false", "GOTOOLCHAIN": "local"}
 BUILD_FLAGS = ("-trimpath",)
 # Cold, on 2 cores, measured by benchmarks/kubernetes_build.py; quoted so a wait is not a surprise.
-COLD_MINUTES = 7
+COLD_MINUTES = 5
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def test_the_pod_setting_overrides_the_service_account(
     if account_setting is not None:
         account["automountServiceAccountToken"] = account_setting
     objects = _workload(pod, Manifest("sa.yaml", account))
-    (item,) = list(workloads.workloads(objects))
+    (item,) = list(manifests.workloads(objects))
     token, where, _, _ = identity.token(item, {"sa": objects[1]})
     assert (token, where.ref) == (gets_token, decided_by)
 
@@ -181,9 +181,9 @@ def test_allowed_disruptions(budget: dict[str, Any], replicas: int, allowed: int
 def test_rollout_fenceposts(
     strategy: dict[str, Any], replicas: int, resolved: tuple[int, int] | None
 ) -> None:
-    (item,) = list(workloads.workloads(_workload({})))
+    (item,) = list(manifests.workloads(_workload({})))
     item.manifest.obj["spec"].update({"replicas": replicas, "strategy": strategy})
-    assert availability.rollout_unavailable(item) == resolved
+    assert item.rolling_update() == resolved
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,13 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from ...manifests import Manifest
+from ... import manifests
+from ...manifests import Manifest, items, mapping
 from .. import netpol, workloads
 from ..fields import get
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay
-from ..workloads import Finding, items, mapping
+from ..workloads import Finding
 
 NAME = "admission"
 QUANTITY = f"{NAME}/quantity"
@@ -103,7 +104,7 @@ def findings(objects: list[Manifest]) -> Iterator[Finding]:
     for manifest in objects:
         yield from _object_name(manifest)
         yield from _labels(manifest, "metadata.labels", mapping(manifest.obj.get("metadata")).get("labels"))
-        for path, pod, _ in workloads.pod_specs(manifest):
+        for path, pod in manifests.pod_specs(manifest):
             template_labels = f"{path.removesuffix('.spec')}.metadata.labels" if path != "spec" else ""
             if template_labels:
                 yield from _labels(manifest, template_labels, get(manifest.obj, template_labels))
@@ -202,7 +203,7 @@ def _quantities(values: Any) -> Iterator[tuple[str, Decimal]]:
 
 
 def _pod(manifest: Manifest, path: str, pod: dict[str, Any]) -> Iterator[Finding]:
-    containers = list(workloads.containers(pod))
+    containers = list(manifests.containers(pod))
     seen_containers: set[str] = set()
     for container_path, container in containers:
         where = f"{path}.{container_path}"

@@ -16,18 +16,18 @@ node rules are skipped for an overlay whose cluster the repository does not desc
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ...manifests import Manifest
+from ... import manifests
+from ...manifests import Manifest, Workload, items, mapping
 from .. import netpol, workloads
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay
-from ..workloads import Finding, Workload, items, mapping
+from ..workloads import Finding
 
 NAME = "availability"
 DRAIN_BLOCKED = f"{NAME}/drain-blocked"
@@ -76,42 +76,16 @@ def cluster_nodes(root: Path, overlay: str) -> tuple[Manifest, int] | None:
     return manifest, workers or len(nodes)
 
 
-def _value(value: Any, total: int, round_up: bool) -> int | None:
-    """An IntOrString resolved against ``total`` as Kubernetes does, or None if it is neither."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
-        scaled = int(value[:-1]) * total / 100
-        return math.ceil(scaled) if round_up else math.floor(scaled)
-    return None
-
-
 def allowed_disruptions(budget: Manifest, expected: int) -> int | None:
     """Evictions the budget allows with every pod healthy (the disruption controller's arithmetic)."""
     spec = mapping(budget.obj.get("spec"))
     if "maxUnavailable" in spec:
-        value = _value(spec["maxUnavailable"], expected, round_up=True)
+        value = manifests.scaled(spec["maxUnavailable"], expected, round_up=True)
         return None if value is None else min(value, expected)
     if "minAvailable" in spec:
-        value = _value(spec["minAvailable"], expected, round_up=True)
+        value = manifests.scaled(spec["minAvailable"], expected, round_up=True)
         return None if value is None else expected - value
     return None
-
-
-def rollout_unavailable(workload: Workload) -> tuple[int, int] | None:
-    """(maxSurge, maxUnavailable) of a Deployment's rolling update, resolved at its replicas."""
-    strategy = mapping(mapping(workload.manifest.obj.get("spec")).get("strategy"))
-    if strategy.get("type") == "Recreate":
-        return None
-    rolling = mapping(strategy.get("rollingUpdate"))
-    replicas = workloads.replicas(workload)
-    surge = _value(rolling.get("maxSurge", "25%"), replicas, round_up=True) or 0
-    unavailable = _value(rolling.get("maxUnavailable", "25%"), replicas, round_up=False) or 0
-    if surge == 0 and unavailable == 0:
-        unavailable = 1  # what the controller does (ResolveFenceposts)
-    return surge, unavailable
 
 
 def _own_pods_term(workload: Workload, term: dict[str, Any]) -> bool:
@@ -144,7 +118,7 @@ def spread(workload: Workload) -> str | None:
 def findings(objects: list[Manifest], cluster: tuple[Manifest, int] | None) -> Iterator[Finding]:
     pod_makers = [
         w
-        for w in workloads.workloads(objects)
+        for w in manifests.workloads(objects)
         if w.manifest.kind in {"Deployment", "StatefulSet", "ReplicaSet"}
     ]
     nodes = cluster[1] if cluster else None
@@ -153,7 +127,7 @@ def findings(objects: list[Manifest], cluster: tuple[Manifest, int] | None) -> I
         covered = [w for w in pod_makers if selector and netpol.selector_matches(selector, w.labels)]
         if not covered:
             continue  # wiring reports a budget that selects nothing
-        expected = sum(workloads.replicas(w) for w in covered)
+        expected = sum(w.replicas for w in covered)
         allowed = allowed_disruptions(budget, expected)
         spec = mapping(budget.obj.get("spec"))
         field = "spec.maxUnavailable" if "maxUnavailable" in spec else "spec.minAvailable"
@@ -175,8 +149,8 @@ def _rollout(
     if workload.manifest.kind != "Deployment":
         return
     manifest = workload.manifest
-    resolved = rollout_unavailable(workload)
-    replicas = workloads.replicas(workload)
+    resolved = workload.rolling_update()
+    replicas = workload.replicas
     if resolved is None:
         message = (
             f"strategy Recreate takes all {replicas} pods down at once, but {budget.ref} allows "
@@ -213,7 +187,7 @@ def _node_loss(
     workload: Workload, budget: Manifest, cluster: tuple[Manifest, int] | None
 ) -> Iterator[Finding]:
     manifest = workload.manifest
-    replicas = workloads.replicas(workload)
+    replicas = workload.replicas
     meant = f"{budget.ref} marks it as highly available"
     if replicas < 2:
         message = f"{replicas} replica: losing its node loses the component, but {meant}; run at least 2"

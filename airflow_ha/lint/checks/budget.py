@@ -13,7 +13,7 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-from ... import budget
+from ... import capacity
 from ...manifests import Manifest
 from ..fields import pods
 from ..problems import Problem, at
@@ -36,7 +36,7 @@ FIX = "lower the limits or replicas in the overlay, or raise the budget if the c
 def run(target: Target) -> Iterator[Problem]:
     directories = {path.name: path for path in target.overlay_dirs}
     for rendered in target.rendered:
-        for problem in _budget(target, rendered, directories[rendered.overlay] / budget.BUDGET_FILE):
+        for problem in _budget(target, rendered, directories[rendered.overlay] / capacity.BUDGET_FILE):
             yield replace(problem, overlay=rendered.overlay)
 
 
@@ -51,35 +51,34 @@ def _budget(target: Target, rendered: Rendered, path: Path) -> Iterator[Problem]
         yield Problem("budget/missing", file, message)
         return
     try:
-        declared = budget.read_budget(path)
-    except budget.BudgetError as error:
+        declared = capacity.read_budget(path)
+    except capacity.BudgetError as error:
         yield Problem("budget/invalid", file, f"overlay {overlay}: {error.message}", field=error.field)
         return
 
-    counted = [m for m in rendered.objects if m.kind in budget.WORKLOAD_KINDS]
+    counted = [m for m in rendered.objects if m.kind in capacity.COUNTED_KINDS]
     template = rendered.template
     for manifest in [*counted, *([template] if template and declared.worker_pods else [])]:
         yield from _unlimited(manifest)
         yield from _pod_caps(overlay, manifest, declared)
 
-    worker = template.obj if template else None
-    usage = budget.usage([m.obj for m in counted], worker, declared.worker_pods)
+    usage = capacity.usage(counted, template, declared.worker_pods)
     pods_text = (
         f"{usage.long_running} long-running + {usage.worker_pods} worker + {usage.extra_pods} during a deploy"
         + (f" ({usage.extra_from})" if usage.extra_from else "")
     )
     if usage.limits.cpu > declared.cpu:
         message = (
-            f"overlay {overlay}: CPU limits add up to {budget.cpu_text(usage.limits.cpu)} (requests "
-            f"{budget.cpu_text(usage.requests.cpu)}; pods: {pods_text}), over its budget of "
-            f"{budget.cpu_text(declared.cpu)}: {_largest(usage, 'cpu')}; {FIX}"
+            f"overlay {overlay}: CPU limits add up to {capacity.cpu_text(usage.limits.cpu)} (requests "
+            f"{capacity.cpu_text(usage.requests.cpu)}; pods: {pods_text}), over its budget of "
+            f"{capacity.cpu_text(declared.cpu)}: {_largest(usage, 'cpu')}; {FIX}"
         )
         yield Problem("budget/cpu", file, message, field="cpu")
     if usage.limits.memory > declared.memory:
         message = (
-            f"overlay {overlay}: memory limits add up to {budget.memory_text(usage.limits.memory)} (requests "
-            f"{budget.memory_text(usage.requests.memory)}; pods: {pods_text}), over its budget of "
-            f"{budget.memory_text(declared.memory)}: {_largest(usage, 'memory')}; {FIX}"
+            f"overlay {overlay}: memory limits add up to {capacity.memory_text(usage.limits.memory)} "
+            f"(requests {capacity.memory_text(usage.requests.memory)}; pods: {pods_text}), over its "
+            f"budget of {capacity.memory_text(declared.memory)}: {_largest(usage, 'memory')}; {FIX}"
         )
         yield Problem("budget/memory", file, message, field="memory")
     if usage.pods > declared.pods:
@@ -91,7 +90,7 @@ def _budget(target: Target, rendered: Rendered, path: Path) -> Iterator[Problem]
 
 def _unlimited(manifest: Manifest) -> Iterator[Problem]:
     for path, spec, _ in pods(manifest):
-        for missing in budget.pod(spec).unlimited:
+        for missing in capacity.pod(spec).unlimited:
             container, _, resource = missing.partition(": ")
             message = (
                 f"container {container} sets no {resource} limit, so the budget cannot count its pod: set one"
@@ -99,16 +98,16 @@ def _unlimited(manifest: Manifest) -> Iterator[Problem]:
             yield at("budget/no-limit", manifest, f"{path}.containers", message)
 
 
-def _pod_caps(overlay: str, manifest: Manifest, declared: budget.Budget) -> Iterator[Problem]:
+def _pod_caps(overlay: str, manifest: Manifest, declared: capacity.Budget) -> Iterator[Problem]:
     caps: list[tuple[str, str, Decimal | None]] = [
         ("budget/pod-cpu", "cpu", declared.pod_cpu),
         ("budget/pod-memory", "memory", declared.pod_memory),
     ]
     for path, spec, _ in pods(manifest):
-        limits = budget.pod(spec).limits
+        limits = capacity.pod(spec).limits
         for rule, resource, cap in caps:
             if cap is not None and limits.get(resource) > cap:
-                show = budget.cpu_text if resource == "cpu" else budget.memory_text
+                show = capacity.cpu_text if resource == "cpu" else capacity.memory_text
                 message = (
                     f"overlay {overlay}: this pod's {resource} limits come to {show(limits.get(resource))}, "
                     f"over the per-pod cap of {show(cap)} (pod_{resource} in budget.yaml): lower them"
@@ -116,9 +115,9 @@ def _pod_caps(overlay: str, manifest: Manifest, declared: budget.Budget) -> Iter
                 yield at(rule, manifest, f"{path}.containers", message)
 
 
-def _largest(usage: budget.Usage, resource: str) -> str:
+def _largest(usage: capacity.Usage, resource: str) -> str:
     """The three biggest pods by this resource, so the message says where to cut."""
-    show = budget.cpu_text if resource == "cpu" else budget.memory_text
+    show = capacity.cpu_text if resource == "cpu" else capacity.memory_text
     ranked = sorted(usage.shapes.items(), key=lambda item: item[1].limits.get(resource), reverse=True)
     return "largest pods " + ", ".join(
         f"{ref} {show(shape.limits.get(resource))}" for ref, shape in ranked[:3]

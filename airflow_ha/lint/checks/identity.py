@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ...manifests import Manifest
+from ... import manifests
+from ...manifests import Manifest, Workload, items, mapping
 from .. import workloads
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay
-from ..workloads import Finding, Workload, items, mapping
+from ..workloads import Finding
 
 NAME = "identity"
 NO_TOKEN = f"{NAME}/no-token"
@@ -76,7 +77,7 @@ def token(workload: Workload, accounts: dict[str, Manifest]) -> tuple[bool, Mani
 
 
 def findings(objects: list[Manifest], template: Manifest | None) -> Iterator[Finding]:
-    pod_makers = list(workloads.workloads(objects, template))
+    pod_makers = list(manifests.workloads(objects, template))
     accounts = {m.name: m for m in objects if m.kind == "ServiceAccount"}
     bound = workloads.api_callers(objects)
     executors = workloads.executor_workloads(pod_makers, workloads.airflow_config(objects))

@@ -27,12 +27,12 @@ from rich.text import Text
 from ... import REPO_ROOT, manifests
 from ... import generated_secrets as generated
 from ...console import Failure, console
-from ...manifests import Manifest
+from ...manifests import Manifest, Workload, items, mapping
 from .. import netpol, workloads
 from ..netpol import Endpoint, Verdict
 from ..problems import Problem
 from ..render import Rendered, Target, per_overlay, render_target
-from ..workloads import Finding, Workload, items, mapping
+from ..workloads import Finding
 
 NAME = "reachability"
 DENIED = f"{NAME}/required-flow-denied"
@@ -147,7 +147,7 @@ def flows(objects: list[Manifest], template: Manifest | None) -> list[Flow]:
     """Every connection that must be allowed, then every one that must be denied."""
     namespace = namespace_of(objects)
     namespace_labels = _namespace_labels(objects, namespace)
-    pod_makers = list(workloads.workloads(objects, template))
+    pod_makers = list(manifests.workloads(objects, template))
     ends = {id(w): endpoint(w, namespace, namespace_labels) for w in pod_makers}
     config = workloads.airflow_config(objects)
     required: list[Flow] = []

@@ -14,13 +14,13 @@ The sums follow what a namespace ResourceQuota and a LimitRange count:
 - the pods a deploy adds for a while: `invoke deploy` runs the migration Job to completion
   before it rolls the Deployments, and rolls them one at a time (airflow_ha/deploy.py), so
   at most one of these exists at once: a Job's pods, or one Deployment's rolling-update
-  surge (maxSurge of its replicas, rounded up; none for Recreate). The largest counts.
+  surge (maxSurge of its replicas, rounded up; none for Recreate), as the workload model
+  (``airflow_ha.manifests.Workload``) that the lint checks share resolves it. The largest counts.
 Quantities are parsed by the Kubernetes client's own parser.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -30,10 +30,11 @@ from typing import Any
 import yaml
 from kubernetes.utils import parse_quantity
 
+from . import manifests
+from .manifests import Manifest
+
 BUDGET_FILE = "budget.yaml"
 RESOURCES = ("cpu", "memory")
-# The rollingUpdate default of apps/v1 Deployments.
-DEFAULT_MAX_SURGE = "25%"
 
 
 class BudgetError(ValueError):
@@ -162,44 +163,8 @@ def pod(spec: Mapping[str, Any]) -> Pod:
     return Pod(totals["requests"], totals["limits"], tuple(unlimited))
 
 
-def surge(deployment: Mapping[str, Any]) -> int:
-    """How many pods a rolling update of this Deployment adds at most."""
-    spec = deployment.get("spec") or {}
-    strategy = spec.get("strategy") or {}
-    if strategy.get("type") == "Recreate":
-        return 0
-    replicas = int(spec.get("replicas", 1))
-    max_surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", DEFAULT_MAX_SURGE)
-    if isinstance(max_surge, str) and max_surge.endswith("%"):
-        return math.ceil(replicas * int(max_surge[:-1]) / 100)
-    return int(max_surge)
-
-
-@dataclass(frozen=True)
-class Workload:
-    ref: str  # kind/name
-    pods: int  # running at once: replicas, or a Job's parallelism
-    surge: int  # extra pods during a rolling update
-    shape: Pod
-    temporary: bool = False  # a Job: its pods go away once it completes
-
-
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
-
-
-def workload(obj: Mapping[str, Any]) -> Workload | None:
-    kind = obj.get("kind")
-    if kind not in WORKLOAD_KINDS:
-        return None
-    spec = obj.get("spec") or {}
-    ref = f"{kind}/{(obj.get('metadata') or {}).get('name')}"
-    shape = pod(((spec.get("template") or {}).get("spec")) or {})
-    if kind == "Job":
-        parallelism = int(spec.get("parallelism", 1))
-        completions = spec.get("completions")
-        pods = min(parallelism, int(completions)) if completions is not None else parallelism
-        return Workload(ref, pods, 0, shape, temporary=True)
-    return Workload(ref, int(spec.get("replicas", 1)), surge(obj) if kind == "Deployment" else 0, shape)
+# The kinds whose pods the budget counts; the worker pods come from the budget's worker_pods.
+COUNTED_KINDS = ("Deployment", "StatefulSet", "Job")
 
 
 @dataclass(frozen=True)
@@ -216,26 +181,27 @@ class Usage:
     shapes: dict[str, Pod] = field(default_factory=dict)
 
 
-def usage(objects: Iterable[Mapping[str, Any]], worker: Mapping[str, Any] | None, worker_pods: int) -> Usage:
+def usage(objects: Iterable[Manifest], worker: Manifest | None, worker_pods: int) -> Usage:
     """The sums for rendered objects plus ``worker_pods`` pods of the worker pod template (a Pod)."""
-    found = [w for w in map(workload, objects) if w is not None]
+    found = [w for w in manifests.workloads(objects) if w.manifest.kind in COUNTED_KINDS]
+    shapes = {w.manifest.ref: pod(w.pod) for w in found}
     steady = [w for w in found if not w.temporary]
-    requests = sum((w.shape.requests * w.pods for w in steady), Resources())
-    limits = sum((w.shape.limits * w.pods for w in steady), Resources())
-    shapes = {w.ref: w.shape for w in found}
+    requests = sum((shapes[w.manifest.ref].requests * w.pods for w in steady), Resources())
+    limits = sum((shapes[w.manifest.ref].limits * w.pods for w in steady), Resources())
     if worker is not None and worker_pods:
-        worker_shape = pod(worker.get("spec") or {})
-        shapes["Pod/" + str((worker.get("metadata") or {}).get("name", "worker"))] = worker_shape
+        worker_shape = pod(manifests.mapping(worker.obj.get("spec")))
+        shapes[f"Pod/{worker.name}"] = worker_shape
         requests += worker_shape.requests * worker_pods
         limits += worker_shape.limits * worker_pods
     # Only one of these exists at once (see the module docstring), so each figure takes the most.
     extras = [(w.pods if w.temporary else w.surge, w) for w in found if w.temporary or w.surge]
     extra_requests, extra_limits, extra_pods, extra_from = Resources(), Resources(), 0, ""
     for count, w in extras:
-        extra_requests = extra_requests.most(w.shape.requests * count)
-        extra_limits = extra_limits.most(w.shape.limits * count)
+        shape = shapes[w.manifest.ref]
+        extra_requests = extra_requests.most(shape.requests * count)
+        extra_limits = extra_limits.most(shape.limits * count)
         if count > extra_pods:
-            extra_pods, extra_from = count, w.ref
+            extra_pods, extra_from = count, w.manifest.ref
     long_running = sum(w.pods for w in steady)
     return Usage(
         pods=long_running + worker_pods + extra_pods,

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from airflow_ha import budget
+from airflow_ha import capacity
 from airflow_ha.lint import gate
+from airflow_ha.manifests import Manifest, workloads
 
 MI = 2**20
 
@@ -44,7 +45,7 @@ def test_a_pod_counts_the_larger_of_its_containers_and_its_largest_init_containe
         "initContainers": [container("wait", "500m", "128Mi"), container("copy", "10m", "64Mi")],
     }
 
-    limits = budget.pod(spec).limits
+    limits = capacity.pod(spec).limits
 
     assert limits.cpu == Decimal("0.5")  # the init container wins on CPU
     assert limits.memory == 384 * MI  # the containers' sum wins on memory
@@ -56,13 +57,13 @@ def test_a_sidecar_init_container_adds_to_the_containers():
         "initContainers": [container("proxy", "100m", "64Mi", restartPolicy="Always")],
     }
 
-    assert budget.pod(spec).limits == budget.Resources(Decimal("0.3"), 320 * MI)
+    assert capacity.pod(spec).limits == capacity.Resources(Decimal("0.3"), 320 * MI)
 
 
 def test_a_missing_limit_is_named_with_its_container():
     spec = {"containers": [{"name": "bare", "resources": {"limits": {"cpu": "1"}}}]}
 
-    assert budget.pod(spec).unlimited == ("bare: memory",)
+    assert capacity.pod(spec).unlimited == ("bare: memory",)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +78,9 @@ def test_a_missing_limit_is_named_with_its_container():
     ],
 )
 def test_surge_follows_the_deployment_strategy(replicas, strategy, expected):
-    assert budget.surge(deployment("d", replicas, container("c", "1", "1Gi"), strategy=strategy)) == expected
+    obj = deployment("d", replicas, container("c", "1", "1Gi"), strategy=strategy)
+    (workload,) = workloads([Manifest("test", obj)])
+    assert workload.surge == expected
 
 
 def test_usage_adds_replicas_and_workers_and_only_the_largest_temporary_extra():
@@ -98,7 +101,7 @@ def test_usage_adds_replicas_and_workers_and_only_the_largest_temporary_extra():
     ]
     worker = {"metadata": {"name": "worker"}, "spec": {"containers": [container("base", "400m", "512Mi")]}}
 
-    usage = budget.usage(objects, worker, worker_pods=2)
+    usage = capacity.usage([Manifest("test", o) for o in objects], Manifest("test", worker), worker_pods=2)
 
     assert (usage.long_running, usage.worker_pods, usage.extra_pods) == (4, 2, 1)
     assert usage.pods == 7
@@ -111,16 +114,16 @@ def test_usage_adds_replicas_and_workers_and_only_the_largest_temporary_extra():
 def test_no_worker_pods_means_the_template_is_not_counted():
     worker = {"spec": {"containers": [container("base", "1", "1Gi")]}}
 
-    assert budget.usage([], worker, worker_pods=0).limits == budget.Resources()
+    assert capacity.usage([], Manifest("test", worker), worker_pods=0).limits == capacity.Resources()
 
 
 def test_a_budget_file_reads_every_field(tmp_path: Path):
-    path = tmp_path / "budget.yaml"
+    path = tmp_path / "capacity.yaml"
     path.write_text('cpu: "4"\nmemory: 8Gi\npods: 10\npod_cpu: 1\npod_memory: 3Gi\nworker_pods: 1\n')
 
-    read = budget.read_budget(path)
+    read = capacity.read_budget(path)
 
-    assert read == budget.Budget(Decimal(4), Decimal(8 * 2**30), 10, 1, Decimal(1), Decimal(3 * 2**30))
+    assert read == capacity.Budget(Decimal(4), Decimal(8 * 2**30), 10, 1, Decimal(1), Decimal(3 * 2**30))
 
 
 @pytest.mark.parametrize(
@@ -138,11 +141,11 @@ def test_a_budget_file_reads_every_field(tmp_path: Path):
     ],
 )
 def test_a_bad_budget_file_names_the_field(tmp_path: Path, text: str, field: str, message: str):
-    path = tmp_path / "budget.yaml"
+    path = tmp_path / "capacity.yaml"
     path.write_text(text)
 
-    with pytest.raises(budget.BudgetError) as raised:
-        budget.read_budget(path)
+    with pytest.raises(capacity.BudgetError) as raised:
+        capacity.read_budget(path)
 
     assert raised.value.field == field
     assert message in raised.value.message
