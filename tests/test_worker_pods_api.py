@@ -77,7 +77,8 @@ def no_rights(plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> kubeapi.K
     plane.apply(
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody", "namespace": NO_RIGHTS}}
     )
-    return kube_for(plane, monkeypatch, "nobody", {"token": plane.token_for(NO_RIGHTS, "nobody")})
+    monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig_for(NO_RIGHTS, "nobody")))
+    return kubeapi.kube_clients("nobody")
 
 
 def test_a_watch_without_the_right_to_list_pods_is_one_line(

@@ -275,6 +275,14 @@ class ControlPlane:
         config = yaml.safe_load(self.admin_kubeconfig.read_text())
         return dict(config["users"][0]["user"])
 
+    def kubeconfig_for(self, namespace: str, service_account: str) -> Path:
+        """A kubeconfig whose one context, named after the account, holds the account's token."""
+        return self.write_kubeconfig(
+            self.root / f"{namespace}-{service_account}.kubeconfig",
+            {service_account: {"token": self.token_for(namespace, service_account)}},
+            {service_account: namespace},
+        )
+
     def token_for(self, namespace: str, service_account: str, *, seconds: int = 3600) -> str:
         """A bound token of the ServiceAccount, from the TokenRequest API."""
         return self.kubectl(
