@@ -68,8 +68,8 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests, and deploy and teardown against a real control plane built from source."""
     install_project(session)
-    control_plane(session)
     provision(session, "kubectl", "checkov")  # kustomize renders, checkov scans
+    control_plane(session)
     session.run(
         "pytest",
         "tests",

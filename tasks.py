@@ -130,7 +130,8 @@ def doctor(c: Context, context: str = "") -> None:
         "adopt": "Take over objects of the same names that exist without the project label; "
         "teardown then deletes them. Without it, deploy refuses them before writing anything.",
         "wait": "Wait for each phase to be ready before the next (the default). --no-wait applies "
-        "everything and returns; the components wait for the migration themselves.",
+        "everything and returns; the components wait for the migration themselves, and every "
+        "Deployment rolls at once, so the cluster needs room for all their surge pods together.",
     }
 )
 def deploy(

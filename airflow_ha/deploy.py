@@ -175,7 +175,18 @@ def install(
         if m.kind == "Namespace" and m.name == namespace and kubeapi.read(kube, m.obj) is None
     }
     with console.status("dry run: the API server admits each object and each pod template"):
-        unchanged = dry_run(kube, rendered, before)
+        try:
+            unchanged = dry_run(kube, rendered, before)
+        except Failure as refused:
+            if not first_writes:
+                raise
+            raise Failure(
+                str(refused).replace(
+                    NOTHING_APPLIED,
+                    f"Nothing else was applied: {', '.join(first_writes)} was "
+                    "created, empty, so that the objects in it could be tried.",
+                )
+            ) from None
     console.print(f"[green]✓[/] dry run: the API server admits all {len(rendered)} objects and their pods")
 
     with console.status("applying namespace, RBAC, config, storage and services"):
@@ -188,8 +199,10 @@ def install(
         report.add(action, ref_)
         if action != "unchanged":
             console.print(f"  {action:<10} {ref_}")
+    kept = sum(action == "unchanged" for action, _ in actions)
     console.print(
-        f"[green]✓[/] namespace, RBAC, config, storage and services: {len(foundation)} objects applied"
+        f"[green]✓[/] namespace, RBAC, config, storage and services: {len(foundation) - kept} applied, "
+        f"{kept} unchanged"
     )
     cluster_secrets.print_created(report.secrets_created, kube.context, namespace)
 
@@ -219,39 +232,45 @@ def install(
 
 
 def dry_run(kube: Kube, rendered: list[Manifest], before: dict[Key, dict[str, Any]]) -> set[str]:
-    """Each object, then a Pod of each pod template, as the API server would admit them; none stored.
-    Returns the objects that applying would leave as they are.
+    """Each object, then a Pod of each pod template that would change, as the API server would
+    admit them; none stored. Returns the objects that applying would leave as they are.
 
     A dry run passes every admission step of a write: validation beyond the schema, quota,
     webhooks. PodSecurity and LimitRange judge pods, which controllers and the scheduler create
     after deploy returns, so each template is tried as a Pod too, the worker pods' included.
+    A template that stays as it is makes no new pod, so it is not tried: on a namespace at its
+    pod quota, a redeploy that changes nothing must not be refused for a pod it never makes.
     """
     unchanged: set[str] = set()
     new_roles = {m.name for m in rendered if m.kind == "Role" and kubeapi.key(m.obj) not in before}
     for manifest in rendered:
-        if manifest.kind == "RoleBinding" and manifest.obj["roleRef"]["name"] in new_roles:
+        role = manifest.obj.get("roleRef") or {}
+        if manifest.kind == "RoleBinding" and role.get("kind") == "Role" and role.get("name") in new_roles:
             # The API server resolves the Role a binding names, and this one is not written
             # yet; the access review has asked for each right it grants.
             continue
         try:
             planned = kubeapi.server_side_apply(kube, manifest.obj, FIELD_MANAGER, dry_run=True)
         except ApiException as error:
-            changed_job = manifest.kind == "Job" and kubeapi.key(manifest.obj) in before
-            if changed_job and "immutable" in api_message(error):
+            if manifest.kind == "Job" and "immutable" in api_message(error):
                 continue  # it is recreated, and its pod is tried below
-            raise Failure(f"{refused(manifest, error)}\nNothing was applied.") from None
+            raise Failure(f"{refused(manifest, error)}\n{NOTHING_APPLIED}") from None
         live = before.get(kubeapi.key(manifest.obj))
         if live is not None and _content(live) == _content(planned):
             unchanged.add(manifest.ref)
-    for manifest, pod in pods_of(kube, rendered):
+    accounts = {m.name for m in rendered if m.kind == "ServiceAccount"}
+    for manifest, pod in pods_of(kube, [m for m in rendered if m.ref not in unchanged], accounts):
         try:
             kubeapi.create(kube, pod, dry_run=True)
         except ApiException as error:
             raise Failure(
                 f"{manifest.source}: {manifest.ref}: the API server would refuse its pods: "
-                f"{api_message(error)}\nNothing was applied."
+                f"{api_message(error)}\n{NOTHING_APPLIED}"
             ) from None
     return unchanged
+
+
+NOTHING_APPLIED = "Nothing was applied."
 
 
 def _content(obj: dict[str, Any]) -> dict[str, Any]:
@@ -261,49 +280,66 @@ def _content(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": metadata}
 
 
-def pods_of(kube: Kube, rendered: list[Manifest]) -> list[tuple[Manifest, dict[str, Any]]]:
-    """A Pod for each pod template: the workloads', and the worker pods' from their ConfigMap."""
+def pods_of(
+    kube: Kube, rendered: list[Manifest], accounts: Set[str] = frozenset()
+) -> list[tuple[Manifest, dict[str, Any]]]:
+    """A Pod for each pod template: the workloads', and the worker pods' from their ConfigMap.
+    ``accounts`` are the ServiceAccounts this deploy writes."""
     pods = []
-    for manifest in rendered:
-        if manifest.kind not in ("Deployment", "StatefulSet", "Job"):
-            continue
-        spec = manifest.obj["spec"]
-        # The StatefulSet controller adds a volume per claim template; the claim itself matters
-        # only to scheduling.
-        claims = [
-            {"name": name, "persistentVolumeClaim": {"claimName": name}}
-            for name in (claim["metadata"]["name"] for claim in spec.get("volumeClaimTemplates") or [])
+    for workload in manifests.workloads(rendered):
+        manifest = workload.manifest
+        if manifest.kind == "Pod":
+            continue  # applied, and so tried, as itself
+        pod_spec = {**workload.pod}
+        # The StatefulSet controller adds a volume per claim template, in place of one so named.
+        claims = {
+            str(claim["metadata"]["name"])
+            for claim in manifests.items(workload.spec.get("volumeClaimTemplates"))
+        }
+        pod_spec["volumes"] = [
+            *(v for v in manifests.items(pod_spec.get("volumes")) if v.get("name") not in claims),
+            *({"name": name, "persistentVolumeClaim": {"claimName": name}} for name in sorted(claims)),
         ]
-        pod_spec = {**spec["template"]["spec"]}
-        pod_spec["volumes"] = [*(pod_spec.get("volumes") or []), *claims]
-        metadata = spec["template"].get("metadata") or {}
-        pods.append((manifest, _dry_run_pod(kube, manifest.name, manifest.namespace, metadata, pod_spec)))
+        template = manifests.mapping(manifests.mapping(workload.spec.get("template")).get("metadata"))
+        metadata = {"labels": workload.labels, "annotations": manifests.mapping(template.get("annotations"))}
+        pods.append(
+            (manifest, _dry_run_pod(kube, manifest.name, manifest.namespace, metadata, pod_spec, accounts))
+        )
     worker = manifests.pod_template(rendered)
     config_map = manifests.find(rendered, "ConfigMap", manifests.POD_TEMPLATE_CONFIG_MAP)
     if worker and config_map:
-        metadata, pod_spec = worker.obj.get("metadata") or {}, worker.obj["spec"]
-        pods.append((worker, _dry_run_pod(kube, worker.name, config_map.namespace, metadata, pod_spec)))
+        pod_spec = manifests.mapping(worker.obj.get("spec"))
+        metadata = {
+            "labels": worker.labels,
+            "annotations": manifests.mapping(worker.obj["metadata"].get("annotations")),
+        }
+        pods.append(
+            (worker, _dry_run_pod(kube, worker.name, config_map.namespace, metadata, pod_spec, accounts))
+        )
     return pods
 
 
 def _dry_run_pod(
-    kube: Kube, name: str, namespace: str | None, metadata: dict[str, Any], pod_spec: dict[str, Any]
+    kube: Kube,
+    name: str,
+    namespace: str | None,
+    metadata: dict[str, Any],
+    pod_spec: dict[str, Any],
+    accounts: Set[str],
 ) -> dict[str, Any]:
     service_account = pod_spec.get("serviceAccountName") or "default"
-    if kubeapi.read(kube, service_account_object(service_account, namespace)) is None:
+    if (
+        service_account in accounts
+        and kubeapi.read(kube, service_account_object(service_account, namespace)) is None
+    ):
         # Admission refuses a pod whose ServiceAccount does not exist, and this deploy has not
-        # made it yet: the namespace's own account stands in, which its controller makes.
+        # written this one yet: the namespace's own account stands in, which its controller makes.
         pod_spec = {**pod_spec, "serviceAccountName": "default"}
         wait_for_default_account(kube, namespace)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "generateName": f"{name}-dry-run-",
-            "namespace": namespace,
-            "labels": metadata.get("labels") or {},
-            "annotations": metadata.get("annotations") or {},
-        },
+        "metadata": {**metadata, "generateName": f"{name}-dry-run-", "namespace": namespace},
         "spec": pod_spec,
     }
 
@@ -350,7 +386,8 @@ def planned_requests(
         requests.append(("get", "v1", "Secret", namespace, name))
         if ("", "Secret", namespace, name) not in before:
             requests.append(("create", "v1", "Secret", namespace, name))
-    requests.append(("create", "v1", "Pod", namespace, ""))  # the dry run of each pod template
+    # The dry run of each pod template, and the ServiceAccounts it looks for.
+    requests.extend([("create", "v1", "Pod", namespace, ""), ("get", "v1", "ServiceAccount", namespace, "")])
     for obj in stale_objects(rendered, before, namespace):
         requests.append(("delete", obj["apiVersion"], obj["kind"], namespace, obj["metadata"]["name"]))
     return requests
@@ -403,7 +440,7 @@ def apply(
 ) -> str:
     """Server-side apply one object unless the dry run found nothing to change; say whether it
     was created, configured or unchanged."""
-    if manifest.ref in unchanged:
+    if manifest.ref in unchanged and still_as_before(kube, manifest, before):
         return "unchanged"
     previous = before.get(kubeapi.key(manifest.obj)) or kubeapi.read(kube, manifest.obj)
     try:
@@ -411,6 +448,16 @@ def apply(
     except ApiException as error:
         raise Failure(refused(manifest, error)) from None
     return _outcome(previous, applied)
+
+
+def still_as_before(kube: Kube, manifest: Manifest, before: dict[Key, dict[str, Any]]) -> bool:
+    """Whether the object is the one the dry run compared: minutes of rollouts may lie between,
+    and an object scaled, edited or deleted meanwhile is applied after all."""
+    live = kubeapi.read(kube, manifest.obj)
+    known = before.get(kubeapi.key(manifest.obj))
+    return bool(
+        live and known and live["metadata"].get("resourceVersion") == known["metadata"].get("resourceVersion")
+    )
 
 
 def apply_job(
@@ -426,7 +473,7 @@ def apply_job(
         return apply(kube, manifest, before)
     if condition(existing, "Failed"):
         console.print(f"  {manifest.ref} failed before: running it again")
-    elif manifest.ref in unchanged:
+    elif manifest.ref in unchanged and still_as_before(kube, manifest, before):
         return "unchanged"
     else:
         try:
@@ -447,17 +494,17 @@ def _outcome(previous: dict[str, Any] | None, applied: dict[str, Any]) -> str:
     return "unchanged" if same else "configured"
 
 
-# Refusals of a kind as such: forbidden to this user, or not served by this cluster; but not
-# the 403s of limits that any object of the kind could meet.
-KIND_REFUSALS = frozenset({403, 404, 405})
-NOT_ABOUT_THE_KIND = ("exceeded quota", "violates PodSecurity")
+# Refusals of a kind as such: not served by this cluster, or refused by a policy webhook (some
+# managed namespaces refuse PodDisruptionBudgets or NetworkPolicies); RBAC's 403 is Forbidden.
+KIND_REFUSALS = frozenset({404, 405})
 
 
 def refused(manifest: Manifest, error: ApiException) -> str:
     """The API server's reason; for a kind the cluster refuses, how an overlay drops that kind."""
     reason = api_message(error)
     message = f"{manifest.source}: {manifest.ref}: the API server refused it: {reason}"
-    if error.status not in KIND_REFUSALS or any(limit in reason for limit in NOT_ABOUT_THE_KIND):
+    webhook = error.status == 403 and "admission webhook" in reason
+    if error.status not in KIND_REFUSALS and not webhook:
         return message
     kind, api_version = manifest.kind, manifest.obj.get("apiVersion", "v1")
     return (

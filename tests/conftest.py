@@ -57,8 +57,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         plane.start()
     except (StartFailure, RuntimeError) as error:
         pytest.fail(f"the control plane did not start: {error}", pytrace=False)
-    yield plane
-    plane.stop()
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The budget arithmetic of airflow_ha.budget, on pod specs and budget files written here.
+"""The budget arithmetic of airflow_ha.capacity, on pod specs and budget files written here.
 
 No Kubernetes API is involved: the sums are computed from objects as kustomize renders them.
 The budget check's rules run against the real overlays through tests/lint/fixtures/budget/.

@@ -11,7 +11,8 @@ import json
 import time
 
 import pytest
-from controlplane.cli import invoke, okteto_deploy
+from controlplane.cli import deploy_args as deploy_args_of
+from controlplane.cli import invoke
 from controlplane.plane import ControlPlane
 
 from airflow_ha import PART_OF, PART_OF_LABEL, kubeapi, manifests
@@ -21,10 +22,16 @@ from airflow_ha.console import Failure
 TAG = "3.3.2-admission"
 QUOTA = "team-quota"
 RESTRICTED = "team-restricted"
+KIND_FIRST, KIND_SECOND = "kind-first", "kind-second"
+NODE_PORT_SERVICE = "airflow-api-server-nodeport"
 
 
 def deploy_args(namespace: str) -> tuple[str, ...]:
-    return okteto_deploy(namespace, "admin", TAG)
+    return deploy_args_of("okteto", namespace, "admin", TAG)
+
+
+def kind_deploy(namespace: str) -> tuple[str, ...]:
+    return deploy_args_of("kind", namespace, "admin", TAG)
 
 
 def namespace(plane: ControlPlane, name: str, labels: dict[str, str] | None = None) -> None:
@@ -130,3 +137,52 @@ def test_a_pod_that_breaks_restricted_is_refused_by_the_dry_run_with_the_reason(
     )
     assert 'violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false' in message
     assert message.endswith("Nothing was applied.")
+
+
+def test_the_kind_overlay_creates_its_namespace_then_tries_and_applies_everything(
+    control_plane: ControlPlane,
+) -> None:
+    """The namespace the overlay renders is created first, empty, so that what goes in it can be
+    tried; the pods are tried with the namespace's own ServiceAccount while theirs is unwritten."""
+    deployed = invoke(control_plane, control_plane.admin_kubeconfig, *kind_deploy(KIND_FIRST))
+
+    assert deployed.returncode == 0, deployed.output
+    assert "dry run: the API server admits all" in deployed.stdout, deployed.output
+    assert control_plane.kubectl("get", "namespace", KIND_FIRST).returncode == 0
+    assert f"Service/{NODE_PORT_SERVICE}" in ours(control_plane, KIND_FIRST)
+
+
+def test_a_second_namespace_on_kind_is_refused_before_any_write_but_its_empty_namespace(
+    control_plane: ControlPlane,
+) -> None:
+    """kind publishes the api-server's NodePort on the laptop, and a cluster has one of each port:
+    the second namespace's dry run meets the first's Service."""
+    refused = invoke(control_plane, control_plane.admin_kubeconfig, *kind_deploy(KIND_SECOND))
+
+    assert refused.returncode != 0, refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert f"Service/{NODE_PORT_SERVICE}: the API server refused it: " in lines[-2], refused.stderr
+    assert "30080: provided port is already allocated" in lines[-2], refused.stderr
+    assert lines[-1] == (
+        f"Nothing else was applied: Namespace/{KIND_SECOND} was created, empty, so that the objects "
+        "in it could be tried."
+    ), refused.stderr
+    assert [r for r in refused.stored_by("airflow-ha-test-admin") if r.resource != "namespaces"] == []
+    assert ours(control_plane, KIND_SECOND) == []
+
+
+def test_a_pod_whose_service_account_nothing_makes_is_refused(
+    control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in account is only for accounts this deploy writes: a misspelt one is refused."""
+    namespace(control_plane, RESTRICTED)
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.admin_kubeconfig))
+    kube = kubeapi.kube_clients("admin")
+    rendered = manifests.render("okteto", namespace=RESTRICTED, image=f"airflow-ha:{TAG}")
+    scheduler = next(m for m in rendered if m.ref == "Deployment/airflow-scheduler")
+    scheduler.obj["spec"]["template"]["spec"]["serviceAccountName"] = "airflow-shceduler"
+
+    with pytest.raises(Failure) as refused:
+        deploying.dry_run(kube, rendered, deploying.inventory(kube, RESTRICTED, deploying.kinds_of(rendered)))
+
+    assert 'serviceaccount "airflow-shceduler" not found' in str(refused.value)

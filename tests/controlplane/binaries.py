@@ -33,7 +33,7 @@ CACHE = REPO_ROOT / ".cache" / "kubernetes"
 # The control plane's commands need no cgo; hack/lib/golang.sh builds them static too.
 BUILD_ENV = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false", "GOTOOLCHAIN": "local"}
 BUILD_FLAGS = ("-trimpath",)
-# Cold, on 2 cores, measured by benchmarks/kubernetes_build.py; quoted so a wait is not a surprise.
+# Cold, on 2 cores, measured by benchmarks/control_plane.py; said so that the wait is no surprise.
 COLD_MINUTES = 5
 
 
@@ -184,8 +184,8 @@ def write_go_mod(version: str) -> None:
     """go.mod for Kubernetes ``version``: its staging modules replaced by their published tags.
 
     k8s.io/kubernetes requires each staging module at v0.0.0 and replaces it with a folder of
-    its own repository (kubernetes/kubernetes#79384), so a module that depends on it must
-    replace each with the v0.MINOR.PATCH tag. The list comes from that release's go.mod.
+    its own repository, so a module that depends on it must replace each with the
+    v0.MINOR.PATCH tag. The list comes from that release's go.mod.
     """
     upstream = _go(["mod", "download", "-json", f"k8s.io/kubernetes@{version}"], HERE, capture=True)
     upstream_go_mod = Path(json.loads(upstream)["GoMod"]).read_text()

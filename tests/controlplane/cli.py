@@ -63,13 +63,13 @@ class Run:
         return [request for request in self.audit if request.user == user and request.stored]
 
 
-def okteto_deploy(namespace: str, context: str, tag: str) -> tuple[str, ...]:
-    """`invoke deploy` of the okteto overlay with an image that exists, and no wait for rollouts,
-    which no node here would run."""
+def deploy_args(overlay: str, namespace: str, context: str, tag: str) -> tuple[str, ...]:
+    """`invoke deploy` of an overlay with an image that exists, and no wait for rollouts, which
+    no node here would run."""
     return (
         "deploy",
         "--overlay",
-        "okteto",
+        overlay,
         "--skip-build",
         "--tag",
         tag,

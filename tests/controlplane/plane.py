@@ -26,7 +26,7 @@ from . import binaries, pki
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 60.0
 LOG_TAIL = 25
-# Everything the default admission chain holds, named, so that no release can drop one silently.
+# On by default already; named, so that no release can turn one of them off unseen.
 ADMISSION_PLUGINS = "NamespaceLifecycle,ServiceAccount,LimitRanger,ResourceQuota,PodSecurity"
 # Each request once, when its response is complete; no bodies, so no Secret is logged.
 AUDIT_POLICY = {
@@ -65,6 +65,7 @@ class Component:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def tail(self) -> str:
@@ -101,6 +102,14 @@ class ControlPlane:
         return self.root / "audit.log"
 
     def start(self) -> None:
+        """Start every component, or stop those started and raise: nothing outlives a failure."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         paths = binaries.ensure()
         started = time.monotonic()
         self.pki.mkdir(parents=True)
@@ -111,8 +120,7 @@ class ControlPlane:
             server_names=(LOOPBACK, "10.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc"),
         )
         signing_key, signing_public = pki.signing_key_pair(self.pki)
-        etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
-        self.url = f"https://{LOOPBACK}:{api_port}"
+        etcd_port, etcd_peer_port = free_port(), free_port()
         policy = self.root / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(AUDIT_POLICY))
 
@@ -133,6 +141,9 @@ class ControlPlane:
             ],
             ready=lambda: _http_ok(f"{etcd}/health"),
         )
+        # Picked once etcd listens, so that nothing it opens meanwhile can take the port.
+        api_port = free_port()
+        self.url = f"https://{LOOPBACK}:{api_port}"
         self._run(
             "kube-apiserver",
             [
@@ -312,6 +323,14 @@ class ControlPlane:
         if not self.audit_log.exists():
             return []
         return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop this component when the test process dies, however it dies."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _http_ok(url: str, ca: Path | None = None) -> bool:

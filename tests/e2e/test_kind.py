@@ -109,7 +109,7 @@ def test_deploy_rolls_out_every_component(kube):
         k: o for k, o in deployed_inventory(kube).items() if o["kind"] in WORKLOADS and not deploying.owned(o)
     }
     assert {k for k in expected_objects() if k[1] in WORKLOADS} <= set(workloads)
-    for key, obj in manifests.items():
+    for key, obj in workloads.items():
         assert rollout.rollout_status(obj)[0] == "done", f"{key}: {rollout.rollout_status(obj)}"
 
 
