@@ -494,8 +494,8 @@ def _outcome(previous: dict[str, Any] | None, applied: dict[str, Any]) -> str:
     return "unchanged" if same else "configured"
 
 
-# Refusals of a kind as such: not served by this cluster, or refused by a policy webhook (some
-# managed namespaces refuse PodDisruptionBudgets or NetworkPolicies); RBAC's 403 is Forbidden.
+# Refusals of a kind as such: not served by this cluster; or a 403 of RBAC or of a policy webhook
+# (some managed namespaces refuse PodDisruptionBudgets or NetworkPolicies), but not of a quota.
 KIND_REFUSALS = frozenset({404, 405})
 
 
@@ -503,8 +503,8 @@ def refused(manifest: Manifest, error: ApiException) -> str:
     """The API server's reason; for a kind the cluster refuses, how an overlay drops that kind."""
     reason = api_message(error)
     message = f"{manifest.source}: {manifest.ref}: the API server refused it: {reason}"
-    webhook = error.status == 403 and "admission webhook" in reason
-    if error.status not in KIND_REFUSALS and not webhook:
+    about_the_kind = error.status == 403 and (kubeapi.rbac_denied(error) or "admission webhook" in reason)
+    if error.status not in KIND_REFUSALS and not about_the_kind:
         return message
     kind, api_version = manifest.kind, manifest.obj.get("apiVersion", "v1")
     return (

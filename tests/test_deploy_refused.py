@@ -23,6 +23,13 @@ PDB = Manifest(
 )
 
 
+# As the RBAC authorizer words it.
+RBAC_REFUSAL = (
+    'poddisruptionbudgets.policy is forbidden: User "dev" cannot patch resource "poddisruptionbudgets" '
+    'in API group "policy" in the namespace "team-a"'
+)
+
+
 def api_error(status: int, message: str) -> ApiException:
     error = ApiException(status=status, reason="Refused")
     error.body = json.dumps({"kind": "Status", "message": message})
@@ -31,7 +38,7 @@ def api_error(status: int, message: str) -> ApiException:
 
 @pytest.mark.parametrize("status", [403, 404])
 def test_a_refused_kind_is_named_with_the_patch_that_drops_it(status):
-    message = deploy.refused(PDB, api_error(status, 'poddisruptionbudgets.policy is forbidden: User "dev"'))
+    message = deploy.refused(PDB, api_error(status, RBAC_REFUSAL))
 
     assert message.startswith(
         "kube/base/api-server.yaml: PodDisruptionBudget/airflow-api-server: the API server refused it: "
@@ -49,7 +56,7 @@ def test_an_invalid_object_gets_no_advice_to_drop_its_kind():
 
 
 def test_the_suggested_patch_drops_the_kind_from_an_overlay(tmp_path: Path):
-    message = deploy.refused(PDB, api_error(403, "forbidden"))
+    message = deploy.refused(PDB, api_error(403, RBAC_REFUSAL))
     suggested = yaml.safe_load(message[message.index("  patches:") :])
     kube = tmp_path / "kube"
     shutil.copytree(REPO_ROOT / "kube", kube)
@@ -65,3 +72,17 @@ def test_the_suggested_patch_drops_the_kind_from_an_overlay(tmp_path: Path):
     assert [m.ref for m in after if m.kind == "PodDisruptionBudget"] == []
     assert len(after) == len(before) - len([m for m in before if m.kind == "PodDisruptionBudget"])
     assert not re.search(r"\$patch", yaml.safe_dump([m.obj for m in after]))
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        'persistentvolumeclaims "airflow-logs" is forbidden: exceeded quota: storage',
+        'poddisruptionbudgets "airflow-api-server" is forbidden: unable to create new content in '
+        "namespace team-a because it is being terminated",
+    ],
+)
+def test_a_403_that_any_object_of_the_kind_could_meet_suggests_no_patch(reason):
+    message = deploy.refused(PDB, api_error(403, reason))
+
+    assert message.endswith(f"the API server refused it: {reason}")
