@@ -1216,3 +1216,21 @@ def test_teardown_of_the_cluster_refuses_another_context(monkeypatch):
             delete_cluster=True,
             timeout=30,
         )
+
+
+def test_a_skip_the_dry_run_decided_yields_to_an_object_changed_since(fake, rendered):
+    """Minutes of rollouts lie between the dry run and a component's apply: a Deployment scaled
+    by hand meanwhile is applied after all, not left as the dry run saw it."""
+    install(fake, rendered)
+    kube = fake.kube()
+    checked = manifests.with_config_checksums(fresh(rendered))
+    scheduler = next(m for m in checked if m.ref == "Deployment/airflow-scheduler")
+    before = deploying.inventory(kube, NAMESPACE, deploying.kinds_of(checked))
+    scaled = copy.deepcopy(fake.objects["Deployment", NAMESPACE, scheduler.name])
+    scaled["spec"]["replicas"] = 5
+    fake.put(scaled)
+    fake.requests.clear()
+
+    deploying.apply(kube, scheduler, before, {scheduler.ref})
+
+    assert ("patch", "Deployment", NAMESPACE) in fake.requests

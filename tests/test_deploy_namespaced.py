@@ -329,6 +329,8 @@ def test_a_second_deploy_changes_nothing(lifecycle: Lifecycle) -> None:
     assert "generated Secrets exist; kept as they are" in second.stdout
     assert lifecycle.after_second == lifecycle.before_second  # no resourceVersion moved
     assert second.stored_by(developer_of(NAMESPACE)) == []  # the dry run found nothing to change
+    # No template changes, so no pod is tried: a namespace at its pod quota must not refuse it.
+    assert [a for a in second.audit if a.resource == "pods" and a.dry_run] == []
 
 
 def test_a_new_image_recreates_the_migration_job_and_rolls_the_components(lifecycle: Lifecycle) -> None:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class Module:
     folder: Path
     path: str  # the module that carries the version
     commands: dict[str, str]  # binary name -> main package
+    stamp: Callable[[Module], str]  # the -ldflags that stamp its version
 
     def version(self) -> str:
         """The version go.mod requires of ``path``."""
@@ -54,30 +56,37 @@ class Module:
         return (self.folder / "go.mod").read_text()
 
     def ldflags(self) -> str:
-        version = self.version()
-        if self.path == "go.etcd.io/etcd/server/v3":
-            return "-X go.etcd.io/etcd/api/v3/version.GitSHA=unknown"
-        # As hack/lib/version.sh stamps a release; kubeadm and kind read it. A module zip has
-        # no git metadata, and the build date is the module's publication, for reproducibility.
-        major, minor = version.removeprefix("v").split(".")[:2]
-        stamp = {
-            "gitVersion": version,
-            "gitMajor": major,
-            "gitMinor": minor,
-            "gitCommit": "unknown",
-            "gitTreeState": "clean",
-            "buildDate": self.published(),
-        }
-        return " ".join(
-            f"-X {package}.{name}={value}"
-            for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-            for name, value in stamp.items()
-        )
+        return self.stamp(self)
 
     def published(self) -> str:
         """The module's publication time as the proxy reports it, from the module cache."""
         info = _go(["list", "-m", "-json", self.path], self.folder, capture=True)
         return str(json.loads(info).get("Time", "1970-01-01T00:00:00Z")).replace(".000000000", "")
+
+
+def kubernetes_stamp(module: Module) -> str:
+    """As hack/lib/version.sh stamps a release; kubeadm and kind read it. A module zip has no git
+    metadata, and the build date is the module's publication, for reproducibility."""
+    version = module.version()
+    major, minor = version.removeprefix("v").split(".")[:2]
+    stamp = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitCommit": "unknown",
+        "gitTreeState": "clean",
+        "buildDate": module.published(),
+    }
+    return " ".join(
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in stamp.items()
+    )
+
+
+def etcd_stamp(module: Module) -> str:
+    """etcd reads its version from its own module; only the commit is left to stamp."""
+    return "-X go.etcd.io/etcd/api/v3/version.GitSHA=unknown"
 
 
 KUBERNETES = Module(
@@ -87,21 +96,29 @@ KUBERNETES = Module(
         name: f"k8s.io/kubernetes/cmd/{name}"
         for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
     },
+    stamp=kubernetes_stamp,
 )
 ETCD = Module(
-    folder=HERE / "etcd", path="go.etcd.io/etcd/server/v3", commands={"etcd": "go.etcd.io/etcd/server/v3"}
+    folder=HERE / "etcd",
+    path="go.etcd.io/etcd/server/v3",
+    commands={"etcd": "go.etcd.io/etcd/server/v3"},
+    stamp=etcd_stamp,
 )
 MODULES = (KUBERNETES, ETCD)
 
 
-def go_version() -> str:
+def go_binary() -> str:
     go = shutil.which("go")
     if not go:
         raise RuntimeError(
             "the real control plane is built from source and needs Go (go.mod says which): "
             "install it from https://go.dev/dl/ and put it on PATH"
         )
-    return subprocess.run([go, "version"], capture_output=True, text=True, check=True).stdout.strip()
+    return go
+
+
+def go_version() -> str:
+    return subprocess.run([go_binary(), "version"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def cache_key() -> str:
@@ -161,10 +178,8 @@ def _shown(path: Path) -> Path:
 
 
 def _go(arguments: list[str], folder: Path, *, capture: bool = False) -> str:
-    go = shutil.which("go") or "go"
-    go_version()
     result = subprocess.run(
-        [go, *arguments],
+        [go_binary(), *arguments],
         cwd=folder,
         env={**os.environ, **BUILD_ENV},
         text=True,
@@ -213,7 +228,9 @@ def write_go_mod(version: str) -> None:
     ]
     (HERE / "go.mod").write_text("\n".join(lines))
     (HERE / "go.sum").unlink(missing_ok=True)
-    subprocess.run(["go", "mod", "tidy"], cwd=HERE, env={**os.environ, "GOFLAGS": "-mod=mod"}, check=True)
+    subprocess.run(
+        [go_binary(), "mod", "tidy"], cwd=HERE, env={**os.environ, "GOFLAGS": "-mod=mod"}, check=True
+    )
 
 
 def main(argv: list[str]) -> int:
