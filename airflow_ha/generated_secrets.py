@@ -9,7 +9,6 @@ The lint gate reads GENERATED_SECRETS to check that every reference resolves.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets as token
 
@@ -34,13 +33,18 @@ GENERATED_SECRETS: dict[str, tuple[str, ...]] = {
     # One Secret holds the database URL, so an external database replaces just this.
     METADATA_SECRET: ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",),
     POSTGRES_SECRET: ("password",),
-    # SimpleAuthManager reads passwords.json; "password" is for people and `invoke smoke`.
-    ADMIN_SECRET: ("username", "password", "passwords.json"),
+    # The migration Job makes the FAB admin user match "password"; people and `invoke smoke`
+    # sign in with it.
+    ADMIN_SECRET: ("username", "password"),
 }
 
 
 def database_url(password: str, host: str = DATABASE_HOST, port: int = DATABASE_PORT) -> str:
     return f"postgresql+psycopg2://{DATABASE_USER}:{password}@{host}:{port}/{DATABASE_NAME}"
+
+
+def admin_secret(password: str) -> dict[str, str]:
+    return {"username": ADMIN_USERNAME, "password": password}
 
 
 def generate_missing(existing: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
@@ -64,10 +68,5 @@ def generate_missing(existing: dict[str, dict[str, str]]) -> dict[str, dict[str,
     if METADATA_SECRET not in existing:
         missing[METADATA_SECRET] = {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(postgres["password"])}
     if ADMIN_SECRET not in existing:
-        password = token.token_urlsafe(16)
-        missing[ADMIN_SECRET] = {
-            "username": ADMIN_USERNAME,
-            "password": password,
-            "passwords.json": json.dumps({ADMIN_USERNAME: password}),
-        }
+        missing[ADMIN_SECRET] = admin_secret(token.token_urlsafe(16))
     return missing

@@ -3,17 +3,18 @@
 # what runs:
 #   api-server | scheduler | dag-processor | triggerer   airflow <role> [ARGS...]
 #   migrate [ARGS...]                                    airflow db migrate [ARGS...]
+#   sync-admin --password-file FILE|-                    the FAB admin user matches FILE's password
 #   any command on PATH, or a path                       run unchanged, e.g. `airflow ...`,
 #                                                        `python -m ...` (worker pods), `install ...`
 # Every branch ends in `exec`, so Airflow replaces this shell and receives the
 # signals Kubernetes sends (SIGTERM on shutdown) directly.
 set -eu
 
-roles="api-server scheduler dag-processor triggerer migrate"
+roles="api-server scheduler dag-processor triggerer migrate sync-admin"
 
 usage() {
     echo "usage: ROLE [ARGS...] or COMMAND [ARGS...]"
-    echo "roles: $roles (migrate runs 'airflow db migrate')"
+    echo "roles: $roles (migrate runs 'airflow db migrate'; sync-admin --help says what it does)"
     echo "any other command on PATH runs unchanged, for example: airflow version"
 }
 
@@ -30,6 +31,10 @@ case "$role" in
     migrate)
         shift
         exec airflow db migrate "$@"
+        ;;
+    sync-admin)
+        shift
+        exec python /usr/local/lib/airflow-ha/sync_admin.py "$@"
         ;;
     -h | --help | help)
         usage

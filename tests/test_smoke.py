@@ -1,8 +1,8 @@
 """The smoke client against a real Airflow 3.3.2 api-server.
 
-One `airflow standalone` per session (api-server, scheduler with LocalExecutor,
-dag-processor, triggerer, SQLite) in a temporary AIRFLOW_HOME, with this repository's
-dags/ and SimpleAuthManager reading a password file written here. These tests are the
+One Airflow per session (api-server, scheduler with LocalExecutor, dag-processor,
+triggerer, SQLite) in a temporary AIRFLOW_HOME, with this repository's dags/ and the FAB
+auth manager, as in the pods. These tests are the
 slowest of the unit suite, so they are few: one success, and the three failures users
 must understand (a missing DAG, wrong credentials, a failing task).
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import os
 import secrets as token
 import signal
@@ -39,6 +38,7 @@ from airflow_ha.console import Failure
 from airflow_ha.polling import poll
 
 DAG_ID = "smoke_kubernetes_executor"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 START_TIMEOUT = 240
 RUN_TIMEOUT = 180
 
@@ -58,43 +58,63 @@ def healthy(url: str) -> bool:
     return all((health.get(name) or {}).get("status") == "healthy" for name in components)
 
 
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
 @pytest.fixture(scope="session")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(URL, admin password) of a running Airflow with this repository's DAGs."""
+    """(URL, admin password) of a running Airflow with this repository's DAGs and the FAB auth manager.
+
+    What `airflow standalone` starts, started one by one: standalone forces SimpleAuthManager,
+    and the pods run FAB. The admin is made the way the migration Job makes it, by
+    docker/sync_admin.py, with the password on standard input.
+    """
     home = tmp_path_factory.mktemp("airflow-home")
     password = token.token_urlsafe(16)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps({"admin": password}))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    bin_dir = Path(sys.executable).parent  # standalone starts each component as `airflow ...`
+    bin_dir = Path(sys.executable).parent
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
     }
-    output = home / "standalone.log"
+    for command, stdin in (
+        (["airflow", "db", "migrate"], ""),
+        (
+            [sys.executable, str(REPO_ROOT / "docker" / "sync_admin.py"), "--password-file", "-"],
+            password + "\n",
+        ),
+    ):
+        done = subprocess.run(command, env=env, cwd=home, input=stdin, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    processes: list[subprocess.Popen[bytes]] = []
+    output = home / "components.log"
     with output.open("w") as log:
-        process = subprocess.Popen(
-            [str(bin_dir / "airflow"), "standalone"],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so that every component stops with it
-        )
+        for component in COMPONENTS:
+            processes.append(
+                subprocess.Popen(
+                    [str(bin_dir / "airflow"), component],
+                    env=env,
+                    cwd=home,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, so that its children stop with it
+                )
+            )
     try:
 
         def started() -> bool | None:
-            if process.poll() is not None:
-                raise AssertionError(f"airflow standalone exited:\n{tail()}")
+            for component, process in zip(COMPONENTS, processes, strict=True):
+                if process.poll() is not None:
+                    raise AssertionError(f"airflow {component} exited:\n{tail()}")
             return healthy(url) or None
 
         def tail() -> str:
@@ -104,17 +124,20 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
             started,
             timeout=START_TIMEOUT,
             every=2,
-            timed_out=lambda: AssertionError(f"airflow standalone is not healthy at {url}:\n{tail()}"),
+            timed_out=lambda: AssertionError(f"Airflow is not healthy at {url}:\n{tail()}"),
         )
         yield url, password
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+            # Whatever of its process group outlived it (an api-server worker can).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-        # Whatever of its process group outlived it (an api-server worker can).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
 
 
 def run_smoke(url: str, password: str, dag_id: str = DAG_ID, timeout: int = RUN_TIMEOUT) -> dag_run.Run:
@@ -155,11 +178,22 @@ def test_a_missing_dag_is_named(airflow):
         run_smoke(url, password, dag_id="no_such_dag", timeout=5)
 
 
-def test_wrong_credentials_are_named(airflow):
+def test_wrong_credentials_are_named_after_one_sign_in(airflow, monkeypatch):
     url, _ = airflow
+    sent = []
+    send = smoke.AirflowAPI._send
+
+    def counted(self, method, path, **kwargs):
+        response = send(self, method, path, **kwargs)
+        sent.append((method, path, response.status_code))
+        return response
+
+    monkeypatch.setattr(smoke.AirflowAPI, "_send", counted)
 
     with pytest.raises(Failure, match=r"wrong credentials: POST .*/auth/token answered 401 for user 'admin'"):
         run_smoke(url, "not-the-password")
+    # One try, no retry storm: FAB's sign-in rate limit counts every failed attempt.
+    assert sent == [("POST", "/auth/token", 401)]
 
 
 def test_a_failing_task_is_named_with_its_state_and_log(airflow):

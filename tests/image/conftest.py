@@ -48,12 +48,18 @@ def execute(container: Container, *command: str, user: str = "") -> Ran:
 def run_image(docker_client: DockerClient, airflow_image: str) -> Callable[..., Ran]:
     """Run the image's entrypoint with ARGS in a new pod-like container, as a manifest's `args` do."""
 
-    def run(*args: str, environment: dict[str, str] | None = None, network: str | None = None) -> Ran:
+    def run(
+        *args: str,
+        environment: dict[str, str] | None = None,
+        network: str | None = None,
+        volumes: dict[str, dict[str, str]] | None = None,
+    ) -> Ran:
         container = docker_client.containers.create(
             airflow_image,
             list(args),
             environment={**AIRFLOW_ENV, **(environment or {})},
             network=network,
+            volumes=volumes,
             **POD_LIKE,
         )
         try:

@@ -81,6 +81,7 @@ def test_airflow_cfg_is_shipped_empty(sandbox: Container) -> None:
         ("dag-processor", "Usage: airflow dag-processor"),
         ("triggerer", "Usage: airflow triggerer"),
         ("migrate", "Usage: airflow db migrate"),
+        ("sync-admin", "usage: sync-admin"),
     ],
 )
 def test_role_starts_its_airflow_command(run_image: Callable[..., Ran], role: str, usage: str) -> None:
@@ -94,8 +95,8 @@ def test_role_starts_its_airflow_command(run_image: Callable[..., Ran], role: st
     [
         # The wait-for-migrations init containers.
         (["airflow", "db", "check-migrations", "--help"], "Usage: airflow db check-migrations"),
-        # The install-admin-password init container.
-        (["install", "--version"], "install (GNU coreutils)"),
+        # What users run through `kubectl exec` to add people.
+        (["airflow", "users", "create", "--help"], "Usage: airflow users create"),
     ],
 )
 def test_other_commands_pass_through(run_image: Callable[..., Ran], args: list[str], expected: str) -> None:

@@ -357,7 +357,8 @@ class Rehearsal:
         (_, spec), *_ = pod_specs(manifest)
         pod = Pod(manifest, 0, spec)
         self.pods.append(pod)
-        return "\n".join(self.run_to_completion(pod, container, timeout) for container in spec["containers"])
+        steps = [*spec.get("initContainers", []), *spec["containers"]]
+        return "\n".join(self.run_to_completion(pod, container, timeout) for container in steps)
 
     def host_port(self, pod: Pod, container_port: int) -> int:
         runner = pod.containers[-1]
