@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 AIRFLOW_ENV_PREFIX = "AIRFLOW__"
+AUTH_MANAGER_KEY = "AIRFLOW__CORE__AUTH_MANAGER"
 
 
 def main(request_file: str) -> None:
@@ -36,6 +37,8 @@ def main(request_file: str) -> None:
     report = {
         key: verdict for key in request["keys"] if (verdict := option_problem(conf, changes, version, key))
     }
+    if AUTH_MANAGER_KEY not in report and (verdict := auth_manager_problem(conf)):
+        report[AUTH_MANAGER_KEY] = verdict
     Path(request["report"]).write_text(json.dumps(report))
     sys.argv = ["airflow", *request["cli"]]
     importlib.import_module("airflow.__main__").main()
@@ -85,6 +88,33 @@ def option_problem(conf: Any, changes: Iterable[Any], version: str, key: str) ->
         reason = " ".join((options[option].get("deprecation_reason") or "").split())
         return "airflow/deprecated-option", f"deprecated since Airflow {deprecated}" + (
             f": {reason}" if reason else ""
+        )
+    return None
+
+
+def auth_manager_problem(conf: Any) -> tuple[str, str] | None:
+    """(rule, message) of why the configured auth manager cannot serve, or is for development only.
+
+    The gate runs in an environment installed from the image's lock, so what imports here
+    imports in the image.
+    """
+    path = conf.get("core", "auth_manager")
+    module, _, name = path.rpartition(".")
+    try:
+        manager = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        return "airflow/auth-manager", (
+            f"{path} cannot be imported ({error}): add the provider that has it to docker/requirements.in "
+            "and the lock, or fix the class path"
+        )
+    base = importlib.import_module("airflow.api_fastapi.auth.managers.base_auth_manager").BaseAuthManager
+    if not (isinstance(manager, type) and issubclass(manager, base)):
+        return "airflow/auth-manager", f"{path} is not an auth manager (a subclass of BaseAuthManager)"
+    if manager.__name__ == "SimpleAuthManager":
+        return "airflow/dev-auth-manager", (
+            "SimpleAuthManager (Airflow's default when no auth manager is set) is for development and "
+            "testing only: use airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager, or "
+            "name the overlay for development (dev-..., ...-dev)"
         )
     return None
 

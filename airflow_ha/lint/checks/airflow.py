@@ -1,5 +1,6 @@
 """The installed Airflow's own view: it loads the manifests' config (unknown, removed or deprecated
-options fail), and renders the worker pods of the smoke DAG from the pod template with
+options fail) and its auth manager (importable; SimpleAuthManager only in an overlay named for
+development), and renders the worker pods of the smoke DAG from the pod template with
 `airflow kubernetes generate-dag-yaml`. Each pod it renders must be valid, run the project image
 as non-root, see the DAGs and keep its logs on shared storage.
 """
@@ -42,6 +43,8 @@ RULES = {
     "airflow/removed-option": "an AIRFLOW__ setting that Airflow 3 removed or changed",
     "airflow/renamed-option": "an AIRFLOW__ setting under a deprecated name (inversed_deprecated_options)",
     "airflow/deprecated-option": "an AIRFLOW__ setting deprecated in this Airflow version",
+    "airflow/auth-manager": "an auth manager that the installed Airflow and providers cannot import",
+    "airflow/dev-auth-manager": "SimpleAuthManager, for development only, outside an overlay named for it",
     "airflow/folder-unset": "no DAGS_FOLDER or BASE_LOG_FOLDER in the Airflow config",
     "airflow/dags-folder": "a DAGS_FOLDER that is not where docker/Dockerfile puts dags/",
     "airflow/logs-claim-access": "a logs claim without ReadWriteMany, its pods not all pinned to one node",
@@ -59,6 +62,9 @@ RULES = {
 AIRFLOW_ENV_PREFIX = "AIRFLOW__"
 DAGS_FOLDER_KEY = "AIRFLOW__CORE__DAGS_FOLDER"
 LOG_FOLDER_KEY = "AIRFLOW__LOGGING__BASE_LOG_FOLDER"
+AUTH_MANAGER_KEY = "AIRFLOW__CORE__AUTH_MANAGER"
+# An overlay named like this may run SimpleAuthManager: dev, dev-laptop, kind-dev, local_development.
+DEVELOPMENT_OVERLAY = re.compile(r"(^|[-_])dev(elopment)?($|[-_])")
 LOGICAL_DATE = "2026-01-01T00:00:00+00:00"
 
 
@@ -75,7 +81,11 @@ def cache_key(target: Target) -> str:
         cache.rendered(target),
         cache.files(target.root, ["dags", "docker/Dockerfile", "invoke.yaml", "kube"]),
         cache.package_versions(
-            "apache-airflow", "apache-airflow-providers-cncf-kubernetes", "kubernetes", "kubernetes-validate"
+            "apache-airflow",
+            "apache-airflow-providers-cncf-kubernetes",
+            "apache-airflow-providers-fab",
+            "kubernetes",
+            "kubernetes-validate",
         ),
         sys.executable,
         cache.gate_code(),
@@ -91,7 +101,11 @@ def _run(target: Target) -> Iterator[Problem]:
         groups.setdefault(key, []).append(rendered)
     for group in groups.values():
         found = list(_airflow_view(target, group[0]))
-        yield from (replace(problem, overlay=rendered.overlay) for rendered in group for problem in found)
+        for rendered in group:
+            development = DEVELOPMENT_OVERLAY.search(rendered.overlay) is not None
+            for problem in found:
+                if not (development and problem.rule == "airflow/dev-auth-manager"):
+                    yield replace(problem, overlay=rendered.overlay)
 
 
 def _airflow_view(target: Target, rendered: Rendered) -> Iterator[Problem]:
@@ -179,9 +193,16 @@ def _airflow_settings(root: Path, rendered: Rendered) -> dict[str, tuple[str, st
     """Every AIRFLOW__SECTION__KEY the manifests set, and (file, object, field) of where."""
     settings: dict[str, tuple[str, str, str]] = {}
     config_map = manifests.find(rendered.objects, "ConfigMap", manifests.AIRFLOW_CONFIG_MAP)
-    for key in manifests.airflow_config(rendered.objects):
+    for key, value in manifests.airflow_config(rendered.objects).items():
         if config_map and key.startswith(AIRFLOW_ENV_PREFIX):
-            settings[key] = (config_file(root, key) or config_map.source, config_map.ref, f"data.{key}")
+            settings[key] = (
+                config_file(root, key, value, rendered.overlay) or config_map.source,
+                config_map.ref,
+                f"data.{key}",
+            )
+    # Judged even when unset, since Airflow's default is SimpleAuthManager.
+    where = ("kube/base/airflow.env", f"ConfigMap/{manifests.AIRFLOW_CONFIG_MAP}", f"data.{AUTH_MANAGER_KEY}")
+    settings.setdefault(AUTH_MANAGER_KEY, where)
     for name, keys in generated.GENERATED_SECRETS.items():
         for key in keys:
             if key.startswith(AIRFLOW_ENV_PREFIX):

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import yaml
+
 from ... import generated_secrets as generated
 from ... import manifests
 from ...manifests import Manifest
@@ -202,7 +204,7 @@ def _airflow_endpoints(root: Path, rendered: Rendered) -> Iterator[Problem]:
         yield Problem("wiring/no-airflow-config", "kube/base/kustomization.yaml", message)
         return
     url = manifests.airflow_config(rendered.objects).get(EXECUTION_API_KEY)
-    file = config_file(root, EXECUTION_API_KEY) or config_map.source
+    file = config_file(root, EXECUTION_API_KEY, url) or config_map.source
     field = f"data.{EXECUTION_API_KEY}"
     if url is None:
         message = (
@@ -246,11 +248,23 @@ def _unreachable(services: dict[str, Manifest], host: str, port: int) -> str | N
     )
 
 
-def config_file(root: Path, key: str) -> str | None:
-    """The .env file under kube/ that sets an Airflow variable: the file to name in messages."""
+def config_file(root: Path, key: str, value: str | None = None, overlay: str = "") -> str | None:
+    """The file under kube/ that sets an Airflow variable (to ``value``, when given): a .env file,
+    or a kustomization whose generator has it as a literal, the overlay's own first. The file to
+    name in messages; None when none is found, and the ConfigMap's source is named instead."""
     for path in sorted((root / "kube").rglob("*.env")):
-        if any(line.split("=", 1)[0].strip() == key for line in path.read_text().splitlines()):
-            return relative(root, path)
+        for line in path.read_text().splitlines():
+            name, _, given = line.partition("=")
+            if name.strip() == key and (value is None or given.strip() == value):
+                return relative(root, path)
+    own = root / "kube" / "overlays" / overlay / "kustomization.yaml"
+    for path in sorted((root / "kube").rglob("kustomization.yaml"), key=lambda path: path != own):
+        kustomization = yaml.safe_load(path.read_text()) or {}
+        for generator in kustomization.get("configMapGenerator") or []:
+            for literal in generator.get("literals") or []:
+                name, _, given = str(literal).partition("=")
+                if name.strip() == key and (value is None or given.strip() == value):
+                    return relative(root, path)
     return None
 
 
