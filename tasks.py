@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from invoke import Collection, Context, Exit, task
 
+from airflow_ha import admin_password as admin
 from airflow_ha import deploy as deploying
 from airflow_ha import image, preflight, tools
 from airflow_ha import smoke as smoking
@@ -240,4 +241,27 @@ def teardown(
         )
 
 
-ns = Collection(lint, base_image, build, push, doctor, deploy, smoke, teardown)
+@task(
+    help={
+        "context": CONTEXT_HELP,
+        "namespace": "Namespace Airflow runs in. Default: namespace in invoke.yaml.",
+        "rotate": "Generate a new password and set it in the airflow-admin Secret and in Airflow.",
+        "timeout": "Seconds to wait for Airflow to take a rotated password. "
+        "Default: deploy.timeout in invoke.yaml.",
+    }
+)
+def admin_password(
+    c: Context, context: str = "", namespace: str = "", rotate: bool = False, timeout: int = 0
+) -> None:
+    """Show how to read the generated admin password (never printed); --rotate replaces it."""
+    with exit_on_failure():
+        admin.show(
+            context=context or c.config.context or None,
+            kind_cluster=c.config.kind.cluster,
+            namespace=namespace or c.config.namespace,
+            rotate=rotate,
+            timeout=timeout or c.config.deploy.timeout,
+        )
+
+
+ns = Collection(lint, base_image, build, push, doctor, deploy, smoke, admin_password, teardown)

@@ -10,7 +10,7 @@ import base64
 
 from kubernetes.client.exceptions import ApiException
 
-from . import PART_OF, PART_OF_LABEL, cluster, kubeapi
+from . import PART_OF, PART_OF_LABEL, admin_password, kubeapi
 from . import generated_secrets as generated
 from .console import Failure, console
 from .kubeapi import Kube, api_message
@@ -65,9 +65,4 @@ def print_created(created: list[str], context: str, namespace: str) -> None:
         console.print(f"[green]✓[/] generated Secrets {', '.join(created)} (values are never printed)")
     else:
         console.print("[green]✓[/] generated Secrets exist; kept as they are")
-    console.print(
-        "  admin password: "
-        f"kubectl {cluster.kubectl_flags(context)} -n {namespace} get secret {generated.ADMIN_SECRET} "
-        "-o jsonpath='{.data.password}' | base64 -d",
-        soft_wrap=True,
-    )
+    console.print(f"  admin password: {admin_password.read_command(context, namespace)}", soft_wrap=True)
