@@ -21,10 +21,20 @@ DAG = "dags/smoke_kubernetes_executor.py"
 
 
 def copy_context(destination: Path) -> None:
-    """What .dockerignore lets into the context, copied; nothing else matters to the build."""
+    """The Dockerfile and what .dockerignore lets into the context (its `!` lines), copied;
+    nothing else matters to the build."""
     shutil.copy2(REPO_ROOT / ".dockerignore", destination)
-    shutil.copytree(REPO_ROOT / "docker", destination / "docker")
-    shutil.copytree(REPO_ROOT / "dags", destination / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    (destination / "docker").mkdir()
+    shutil.copy2(REPO_ROOT / "docker" / "Dockerfile", destination / "docker")
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        if not line.startswith("!"):
+            continue
+        source, target = REPO_ROOT / line[1:], destination / line[1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, target)
 
 
 def main() -> None:
