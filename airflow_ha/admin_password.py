@@ -13,11 +13,9 @@ import copy
 import secrets as token
 from typing import Any
 
-from rich.status import Status
-
 from . import cluster, kubeapi, rollout
 from . import generated_secrets as generated
-from .console import Failure, console
+from .console import Failure, console, progress
 from .kubeapi import Kube
 from .manifests import Manifest
 
@@ -76,7 +74,7 @@ def rotate_password(kube: Kube, namespace: str, username: str, timeout: int) -> 
             ("delete", "batch/v1", "Job", namespace, ROTATE_JOB),
         ],
     )
-    with Status(f"rotating the password of {username!r}", console=console) as status:
+    with progress(f"rotating the password of {username!r}") as status:
         kubeapi.delete(kube, job)  # a Job left by a rotation that was interrupted
         rollout.wait_gone(kube, job, timeout)
         password = generated.admin_secret(token.token_urlsafe(16))["password"]

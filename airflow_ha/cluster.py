@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from . import REPO_ROOT, tools
-from .console import Failure, console
+from .console import Failure, progress
 
 INSTALL = {
     "docker CLI": "install Docker Engine: https://docs.docker.com/engine/install/",
@@ -134,7 +134,7 @@ def ensure_kind_cluster(
     kubeconfig = str(project_kubeconfig())
     project_kubeconfig().parent.mkdir(parents=True, exist_ok=True)
     if kind_cluster not in kind_clusters():
-        with console.status(f"creating kind cluster {kind_cluster!r} from {relative(config_path)}"):
+        with progress(f"creating kind cluster {kind_cluster!r} from {relative(config_path)}"):
             # kind resolves relative extraMounts paths against its working directory.
             # --wait covers the nodes getting ready; pulling the node image comes before it.
             command = (
@@ -263,7 +263,7 @@ def node_image(config_path: Path) -> str:
 
 def load_image(reference: str, kind_cluster: str, timeout: int) -> None:
     """Copy a local image into every node; kind skips nodes that already have it."""
-    with console.status(f"loading {reference} into kind cluster {kind_cluster!r}"):
+    with progress(f"loading {reference} into kind cluster {kind_cluster!r}"):
         _kind("load", "docker-image", reference, "--name", kind_cluster, timeout=timeout)
 
 
@@ -271,7 +271,7 @@ def delete_kind_cluster(kind_cluster: str, timeout: int) -> bool:
     """Delete the kind cluster; False when there was none."""
     if kind_cluster not in kind_clusters():
         return False
-    with console.status(f"deleting kind cluster {kind_cluster!r}"):
+    with progress(f"deleting kind cluster {kind_cluster!r}"):
         _kind(
             "delete",
             "cluster",

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from . import PART_OF, PART_OF_LABEL, cluster, cluster_secrets, image, kubeapi, manifests, preflight, rollout
 from . import generated_secrets as generated
-from .console import Failure, console
+from .console import Failure, console, progress
 from .kubeapi import Key, Kube, api_message, condition, ref
 from .lint import gate
 from .manifests import Manifest
@@ -109,7 +109,7 @@ def deploy(
             "here: pass --registry HOST:PORT to push it, or --skip-build --tag TAG for an image they can pull"
         )
     # The gate runs before anything is built or touched.
-    with console.status(f"lint gate: checking overlay {overlay!r}"):
+    with progress(f"lint gate: checking overlay {overlay!r}"):
         gate.lint(overlays=[overlay], kubernetes_versions=kubernetes_versions)
     console.print(f"[green]✓[/] lint gate passed for overlay {overlay!r}")
     if build:
@@ -174,7 +174,7 @@ def install(
         for m in rendered
         if m.kind == "Namespace" and m.name == namespace and kubeapi.read(kube, m.obj) is None
     }
-    with console.status("dry run: the API server admits each object and each pod template"):
+    with progress("dry run: the API server admits each object and each pod template"):
         try:
             unchanged = dry_run(kube, rendered, before)
         except Failure as refused:
@@ -189,7 +189,7 @@ def install(
             ) from None
     console.print(f"[green]✓[/] dry run: the API server admits all {len(rendered)} objects and their pods")
 
-    with console.status("applying namespace, RBAC, config, storage and services"):
+    with progress("applying namespace, RBAC, config, storage and services"):
         actions = [
             (first_writes.get(manifest.ref) or apply(kube, manifest, before, unchanged), manifest.ref)
             for manifest in foundation
@@ -208,7 +208,7 @@ def install(
 
     for phase, kind in WORKLOAD_PHASES:
         for manifest in (m for m in rendered if m.kind == kind):
-            with console.status(f"{phase}: applying {manifest.ref}") as status:
+            with progress(f"{phase}: applying {manifest.ref}") as status:
                 if kind == "Job":
                     action = apply_job(kube, manifest, before, timeout, unchanged)
                 else:
@@ -218,7 +218,7 @@ def install(
                     rollout.wait_ready(kube, manifest, namespace, timeout, status)
             console.print(f"[green]✓[/] {phase}: {manifest.ref} {action}{', ready' if wait else ''}")
 
-    with console.status("pruning objects no longer in kube/"):
+    with progress("pruning objects no longer in kube/"):
         for pruned in prune(kube, rendered, before, namespace):
             report.add("pruned", pruned)
             console.print(f"  {'pruned':<10} {pruned}")
@@ -614,7 +614,7 @@ def remove(
     doomed = [obj for k, obj in found.items() if k not in kept and not owned(obj)]
     # The namespace goes last, so that everything in it is deleted by name first.
     doomed.sort(key=lambda obj: obj["kind"] == "Namespace")
-    with console.status(f"deleting {len(doomed)} objects from namespace {namespace!r}") as status:
+    with progress(f"deleting {len(doomed)} objects from namespace {namespace!r}") as status:
         for obj in doomed:
             kubeapi.delete(kube, obj)
         left: dict[Key, dict[str, Any]] = {}

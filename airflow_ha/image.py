@@ -27,7 +27,7 @@ from docker.utils.build import create_archive, exclude_paths
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TimeElapsedColumn
 
 from airflow_ha import REPO_ROOT
-from airflow_ha.console import Failure, console
+from airflow_ha.console import Failure, console, progress
 
 DOCKERFILE = "docker/Dockerfile"
 # The image okteto-pipeline.yml runs its deploy and destroy commands in.
@@ -169,8 +169,8 @@ def build(
     started = time.monotonic()
     step, tail, image_id = "", deque[str](maxlen=LOG_TAIL), ""
     columns = (SpinnerColumn(), "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(f"building {reference}", total=None)
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"building {reference}", total=None)
         try:
             chunks = client.api.build(
                 fileobj=context,
@@ -191,16 +191,14 @@ def build(
                     if match := STEP.match(line):
                         step = line
                         tail.clear()
-                        progress.update(
-                            task, description=line, completed=int(match[1]) - 1, total=int(match[2])
-                        )
-                        progress.console.print(line, style="bold", markup=False, soft_wrap=True)
+                        bar.update(task, description=line, completed=int(match[1]) - 1, total=int(match[2]))
+                        bar.console.print(line, style="bold", markup=False, soft_wrap=True)
                     elif line.strip():
                         if not line.startswith((" ---> ", "Removing intermediate container")):
                             tail.append(line)
-                        progress.console.print(line, style="dim", markup=False, soft_wrap=True)
+                        bar.console.print(line, style="dim", markup=False, soft_wrap=True)
                 if "status" in chunk:  # pulling the base image
-                    progress.update(task, description=f"{chunk['status']} {chunk.get('id', '')}")
+                    bar.update(task, description=f"{chunk['status']} {chunk.get('id', '')}")
         except APIError as error:
             raise Failure(
                 build_failure(reference, dockerfile, step, error.explanation or str(error), tail)
@@ -389,7 +387,7 @@ def build_base_image(name: str, suite: str, mirror: str | None) -> None:
             subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(archive), "."], check=True)
         finally:
             unmount_below(root)
-        with console.status(f"docker import {name}"):
+        with progress(f"docker import {name}"):
             client.api.import_image_from_file(
                 str(archive),
                 repository=repository,
@@ -418,7 +416,7 @@ def debootstrap(suite: str, root: Path, mirror: str) -> None:
         mirror,
     ]
     tail = deque[str](maxlen=LOG_TAIL)
-    with console.status(f"debootstrap {suite} from {mirror}") as status:
+    with progress(f"debootstrap {suite} from {mirror}") as status:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.stdout is not None
         for line in process.stdout:

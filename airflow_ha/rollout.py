@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.status import Status
-
 from . import kubeapi
-from .console import Failure
+from .console import Failure, Progress
 from .kubeapi import Kube, condition
 from .manifests import Manifest
 from .polling import poll
@@ -21,7 +19,7 @@ POLL_SECONDS = 2
 PULL_ERRORS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName"})
 
 
-def wait_ready(kube: Kube, manifest: Manifest, namespace: str, timeout: int, status: Status) -> None:
+def wait_ready(kube: Kube, manifest: Manifest, namespace: str, timeout: int, status: Progress) -> None:
     """Wait until a workload is ready, failing early on what will not fix itself."""
     last: list[str] = []
 

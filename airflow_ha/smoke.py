@@ -23,7 +23,7 @@ from rich.table import Table
 
 from . import PART_OF, PART_OF_LABEL, cluster, kubeapi, port_forward
 from . import generated_secrets as generated
-from .console import Failure, console
+from .console import Failure, console, progress
 from .dag_run import Run
 from .kubeapi import Kube, condition
 from .polling import poll
@@ -148,7 +148,7 @@ class AirflowAPI:
                 f"{self.import_errors()}"
             )
 
-        with console.status(f"unpausing {dag_id} (waiting for it to be parsed)"):
+        with progress(f"unpausing {dag_id} (waiting for it to be parsed)"):
             poll(unpaused, timeout=timeout, every=PARSE_RETRY_SECONDS, timed_out=never_parsed)
 
     def import_errors(self) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from . import PART_OF, PART_OF_LABEL, kubeapi
-from .console import Failure, console
+from .console import Failure, console, progress
 from .dag_run import Run, describe, instance_key
 from .kubeapi import Kube
 from .polling import poll
@@ -193,7 +193,7 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
             "Is [kubernetes_executor] delete_worker_pods on?"
         )
 
-    with console.status("waiting for the worker pods to be deleted"):
+    with progress("waiting for the worker pods to be deleted"):
         poll(all_deleted, timeout=timeout, every=POLL_SECONDS, timed_out=still_there)
     console.print("[green]✓[/] every worker pod was deleted after its task")
 
