@@ -13,10 +13,12 @@ import copy
 import secrets as token
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from . import cluster, kubeapi, rollout
 from . import generated_secrets as generated
 from .console import Failure, console, progress
-from .kubeapi import Kube
+from .kubeapi import Kube, api_message, condition
 from .manifests import Manifest
 
 MIGRATE_JOB = "airflow-migrate"
@@ -61,27 +63,40 @@ def admin_username(kube: Kube, namespace: str) -> str:
 
 
 def rotate_password(kube: Kube, namespace: str, username: str, timeout: int) -> None:
-    """A new password in the Secret, then in Airflow through a one-off sync-admin Job."""
+    """A new password in the Secret, then in Airflow through a one-off sync-admin Job.
+
+    Only once the migration Job is complete: a migration that is still running would run its
+    own sync-admin with whichever password its volume held, and could undo the rotation.
+    """
     migrate = kubeapi.read(kube, job_ref(namespace, MIGRATE_JOB))
     if migrate is None:
         raise Failure(f"Job/{MIGRATE_JOB} not found in namespace {namespace!r}: run `invoke deploy` first")
+    if not condition(migrate, "Complete") or (migrate.get("status") or {}).get("active"):
+        raise Failure(
+            f"Job/{MIGRATE_JOB} in namespace {namespace!r} has not completed: let `invoke deploy` finish "
+            "(or fix what stops it), then rotate"
+        )
     job = rotation_job(migrate)
     kubeapi.require_rights(
         kube,
         [
             ("patch", "v1", "Secret", namespace, generated.ADMIN_SECRET),
             ("create", "batch/v1", "Job", namespace, ROTATE_JOB),
+            ("get", "batch/v1", "Job", namespace, ROTATE_JOB),
             ("delete", "batch/v1", "Job", namespace, ROTATE_JOB),
+            ("list", "v1", "Pod", namespace, ""),
         ],
     )
     with progress(f"rotating the password of {username!r}") as status:
         kubeapi.delete(kube, job)  # a Job left by a rotation that was interrupted
         rollout.wait_gone(kube, job, timeout)
+        # Admission (a quota, a policy) refuses the Job now, before the Secret changes, or not at all.
+        create(kube, job, dry_run=True)
         password = generated.admin_secret(token.token_urlsafe(16))["password"]
         secret = {**secret_ref(namespace), "data": {"password": base64.b64encode(password.encode()).decode()}}
         kubeapi.server_side_apply(kube, secret, FIELD_MANAGER)
-        kubeapi.create(kube, job)
         try:
+            create(kube, job)
             rollout.wait_ready(kube, Manifest("admin-password --rotate", job), namespace, timeout, status)
         except Failure as failure:
             raise Failure(
@@ -92,6 +107,16 @@ def rotate_password(kube: Kube, namespace: str, username: str, timeout: int) -> 
     console.print(
         f"[green]✓[/] rotated the password of {username!r}, in Secret/{generated.ADMIN_SECRET} and in Airflow"
     )
+
+
+def create(kube: Kube, job: dict[str, Any], *, dry_run: bool = False) -> None:
+    try:
+        kubeapi.create(kube, job, dry_run=dry_run)
+    except ApiException as error:
+        namespace = job["metadata"]["namespace"]
+        raise Failure(
+            f"the API server refused Job/{ROTATE_JOB} in namespace {namespace!r}: {api_message(error)}"
+        ) from None
 
 
 def rotation_job(migrate: dict[str, Any]) -> dict[str, Any]:

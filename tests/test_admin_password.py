@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 from controlplane.cli import Run, invoke
@@ -54,9 +55,34 @@ def deployed(control_plane: ControlPlane) -> dict[str, str]:
     return secret_data(control_plane)
 
 
+def finish_migration(plane: ControlPlane) -> None:
+    """Mark the migration Job complete, as its controller would once a node had run its pod."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conditions = [
+        {"type": kind, "status": "True", "lastProbeTime": now, "lastTransitionTime": now}
+        for kind in ("SuccessCriteriaMet", "Complete")
+    ]
+    status = {"completionTime": now, "succeeded": 1, "active": 0, "ready": 0,
+              "conditions": conditions}  # fmt: skip
+    plane.kubectl(
+        "patch", "job", admin_password.MIGRATE_JOB, "-n", NAMESPACE, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
-def rotations(control_plane: ControlPlane, deployed: dict[str, str]) -> list[tuple[Run, dict[str, str]]]:
-    """Two --rotate runs, each with the Secret as it left it."""
+def before_migration(control_plane: ControlPlane, deployed: dict[str, str]) -> tuple[Run, dict[str, str]]:
+    """--rotate while the migration Job has not completed: no node runs its pod here."""
+    run = invoke(control_plane, control_plane.admin_kubeconfig, *admin_password_args("--rotate"))
+    return run, secret_data(control_plane)
+
+
+@pytest.fixture(scope="module")
+def rotations(
+    control_plane: ControlPlane, before_migration: tuple[Run, dict[str, str]]
+) -> list[tuple[Run, dict[str, str]]]:
+    """Two --rotate runs once the migration Job is complete, each with the Secret as it left it."""
+    finish_migration(control_plane)
     done = []
     for _ in range(2):
         run = invoke(
@@ -80,6 +106,20 @@ def test_it_shows_how_to_read_the_password_and_never_prints_it(
     ), shown.output
     assert deployed["password"] not in shown.output
     assert shown.stored_by(ADMIN) == []  # it only reads
+
+
+def test_rotate_waits_for_the_migration_job_and_changes_nothing_before(
+    deployed: dict[str, str], before_migration: tuple[Run, dict[str, str]]
+) -> None:
+    run, after = before_migration
+
+    assert run.returncode != 0, run.output
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"error: Job/{admin_password.MIGRATE_JOB} in namespace {NAMESPACE!r} has not completed: let "
+        "`invoke deploy` finish (or fix what stops it), then rotate"
+    ), run.output
+    assert after == deployed
+    assert run.stored_by(ADMIN) == []
 
 
 def test_rotate_writes_a_new_password_and_says_airflow_has_not_taken_it(

@@ -70,14 +70,21 @@ def sync_admin(
     migrated = run_image("migrate", environment=environment, network=postgres_server.network)
     assert migrated.exit_code == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
 
+    # What the manifest gives it: the config (the auth manager) and the database, no other secret.
+    given = {
+        key: environment[key]
+        for key in ("AIRFLOW__CORE__AUTH_MANAGER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
+    }
+
     def run(password: str) -> Ran:
         folder = tmp_path_factory.mktemp("admin-secret")
         folder.chmod(0o755)
-        (folder / "password").write_text(password)
-        (folder / "password").chmod(0o644)
+        for key, value in (("username", "admin"), ("password", password)):
+            (folder / key).write_text(value)
+            (folder / key).chmod(0o644)
         return run_image(
             *sync_admin_args(),
-            environment=environment,
+            environment=given,
             network=postgres_server.network,
             volumes={str(folder): {"bind": ADMIN_MOUNT, "mode": "ro"}},
         )
@@ -255,7 +262,7 @@ def test_a_viewer_lists_dags_and_is_refused_a_trigger(
     api_servers: list[str],
 ) -> None:
     password = token.token_urlsafe(16)
-    # What the README tells users to run through `kubectl exec`.
+    # The README's `kubectl exec` command, with --password where the README's asks on a terminal.
     user = [
         "--username",
         "viewer",
@@ -309,3 +316,48 @@ def test_the_smoke_client_signs_in_as_users_do(api_servers: list[str], admin_pas
     with AirflowAPI(api_servers[0], "admin", admin_password) as api:
         dags = api.get("/api/v2/dags")
     assert DAG_ID in [dag["dag_id"] for dag in dags["dags"]]
+
+
+def psql(postgres_server: PostgresServer, statement: str) -> None:
+    done = postgres_server.container.exec_run(
+        [
+            "psql",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            postgres_server.user,
+            "-d",
+            postgres_server.database,
+            "-c",
+            statement,
+        ]
+    )
+    assert done.exit_code == 0, done.output.decode()
+
+
+def test_sync_admin_restores_the_admin_role_and_reactivates_the_admin(
+    sync_admin: Callable[[str], Ran], postgres_server: PostgresServer, admin_password: str
+) -> None:
+    admin = "(SELECT id FROM ab_user WHERE username = 'admin')"
+    psql(postgres_server, f"DELETE FROM ab_user_role WHERE user_id = {admin}")
+    psql(postgres_server, "UPDATE ab_user SET active = false WHERE username = 'admin'")
+
+    repaired = sync_admin(admin_password)
+
+    assert repaired.exit_code == 0, repaired.stdout[-3000:] + repaired.stderr[-3000:]
+    assert "sync-admin: user 'admin' Admin role restored, reactivated" in repaired.stdout
+    assert "sync-admin: user 'admin' unchanged" in sync_admin(admin_password).stdout
+
+
+def test_sync_admin_names_a_renamed_admin_that_holds_the_email(
+    sync_admin: Callable[[str], Ran], postgres_server: PostgresServer, admin_password: str
+) -> None:
+    psql(postgres_server, "UPDATE ab_user SET username = 'root' WHERE username = 'admin'")
+    try:
+        refused = sync_admin(admin_password)
+    finally:
+        psql(postgres_server, "UPDATE ab_user SET username = 'admin' WHERE username = 'root'")
+
+    assert refused.exit_code != 0
+    assert "user 'root' has the admin's email admin@airflow-ha.invalid" in refused.stderr, refused.stderr
+    assert "scrypt" not in refused.stdout + refused.stderr  # no password hash from the database error
