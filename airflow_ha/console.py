@@ -32,7 +32,7 @@ class Progress:
             return
         now = time.monotonic()
         if message != self.shown and (force or now - self.shown_at >= PROGRESS_EVERY):
-            self.console.print(f"… {message}", soft_wrap=True)
+            self.console.print(f"… {message}", soft_wrap=True, markup=False)
             self.shown, self.shown_at = message, now
 
 

@@ -43,3 +43,14 @@ def test_in_a_terminal_it_is_a_spinner_that_leaves_no_line() -> None:
 
     assert "… loading the image" not in output.getvalue()
     assert status.status is not None
+
+
+def test_off_a_terminal_a_message_is_printed_as_it_is() -> None:
+    """Pod events and tool output may hold brackets that rich would read as markup."""
+    output = io.StringIO()
+    target = Console(file=output, force_terminal=False, width=200)
+
+    with progress("debootstrap: I: Retrieving [/var/lib] [bold]", target):
+        pass
+
+    assert lines(output) == ["… debootstrap: I: Retrieving [/var/lib] [bold]"]

@@ -181,14 +181,14 @@ def test_a_missing_dag_is_named(airflow):
 def test_wrong_credentials_are_named_after_one_sign_in(airflow, monkeypatch):
     url, _ = airflow
     sent = []
-    send = smoke.AirflowAPI._send
+    request = httpx.Client.request
 
-    def counted(self, method, path, **kwargs):
-        response = send(self, method, path, **kwargs)
-        sent.append((method, path, response.status_code))
+    def counted(self, method, url, **kwargs):
+        response = request(self, method, url, **kwargs)
+        sent.append((method, str(url), response.status_code))
         return response
 
-    monkeypatch.setattr(smoke.AirflowAPI, "_send", counted)
+    monkeypatch.setattr(httpx.Client, "request", counted)  # every request on the wire
 
     with pytest.raises(Failure, match=r"wrong credentials: POST .*/auth/token answered 401 for user 'admin'"):
         run_smoke(url, "not-the-password")

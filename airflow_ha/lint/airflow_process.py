@@ -110,7 +110,8 @@ def auth_manager_problem(conf: Any) -> tuple[str, str] | None:
     base = importlib.import_module("airflow.api_fastapi.auth.managers.base_auth_manager").BaseAuthManager
     if not (isinstance(manager, type) and issubclass(manager, base)):
         return "airflow/auth-manager", f"{path} is not an auth manager (a subclass of BaseAuthManager)"
-    if manager.__name__ == "SimpleAuthManager":
+    simple = importlib.import_module("airflow.api_fastapi.auth.managers.simple.simple_auth_manager")
+    if issubclass(manager, simple.SimpleAuthManager):
         return "airflow/dev-auth-manager", (
             "SimpleAuthManager (Airflow's default when no auth manager is set) is for development and "
             "testing only: use airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager, or "

@@ -258,7 +258,7 @@ def config_file(root: Path, key: str, value: str | None = None, overlay: str = "
             if name.strip() == key and (value is None or given.strip() == value):
                 return relative(root, path)
     own = root / "kube" / "overlays" / overlay / "kustomization.yaml"
-    for path in sorted((root / "kube").rglob("kustomization.yaml"), key=lambda path: path != own):
+    for path in sorted((root / "kube").rglob("kustomization.yaml"), key=lambda path: (path != own, path)):
         kustomization = yaml.safe_load(path.read_text()) or {}
         for generator in kustomization.get("configMapGenerator") or []:
             for literal in generator.get("literals") or []:
