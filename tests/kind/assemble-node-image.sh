@@ -125,16 +125,18 @@ in_node bash -euc 'containerd --version; runc --version | head -1; crictl --vers
 step "containerd and CNI configured"
 
 # Into containerd's k8s.io namespace as kind's importer does, then under kubeadm's names, pinned
-# so that the kubelet's image garbage collection leaves them.
+# so that the kubelet's image garbage collection leaves them. ctr warns about cgroup v1 on
+# every call on these hosts; that line says nothing about the image.
+images() { in_node ctr --namespace=k8s.io images "$@" 2> >(grep -v 'support for cgroup v1 is deprecated' >&2); }
 in_node bash -c 'nohup containerd >/tmp/containerd.log 2>&1 &'
-in_node bash -euc 'for _ in {1..20}; do [ -S /run/containerd/containerd.sock ] && break; sleep 0.5; done; ctr version >/dev/null'
-in_node ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests - <"$work/images.tar" >/dev/null
+in_node bash -euc 'for _ in {1..20}; do [ -S /run/containerd/containerd.sock ] && exit 0; sleep 0.5; done; echo "containerd did not start" >&2; exit 1'
+images import --all-platforms --no-unpack --digests - <"$work/images.tar" >/dev/null
 for name in "${wanted[@]}"; do
-    in_node ctr --namespace=k8s.io images tag "docker.io/$(part_of "$name")" "$name" >/dev/null
-    in_node ctr --namespace=k8s.io images rm "docker.io/$(part_of "$name")" >/dev/null
-    in_node ctr --namespace=k8s.io images label "$name" io.cri-containerd.pinned=pinned >/dev/null
+    images tag "docker.io/$(part_of "$name")" "$name" >/dev/null
+    images rm "docker.io/$(part_of "$name")" >/dev/null
+    images label "$name" io.cri-containerd.pinned=pinned >/dev/null
 done
-in_node ctr --namespace=k8s.io images list -q | grep -v '^sha256:' >&2
+images list -q | grep -v '^sha256:' >&2
 in_node pkill containerd
 sleep 1
 in_node rm -rf /tmp/containerd.log /run/containerd
