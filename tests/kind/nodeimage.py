@@ -166,13 +166,9 @@ def _run(command: list[str], *, cwd: Path | None = None, env: dict[str, str] | N
     return result.stdout
 
 
-def _tool_version(command: list[str]) -> str:
-    return _run(command).splitlines()[0]
-
-
 def cache_key() -> str:
     digest = hashlib.sha256(binaries.go_version().encode())
-    digest.update(_tool_version(["gcc", "--version"]).encode())
+    digest.update(_run(["gcc", "--version"]).splitlines()[0].encode())  # pause and runc's cgo
     digest.update(json.dumps([BUILD_ENV, BUILD_FLAGS, STRIP, [c.__dict__ for c in COMPONENTS]]).encode())
     for component in COMPONENTS:
         for name in ("go.mod", "go.sum"):
@@ -250,6 +246,8 @@ def base_images(client: docker.DockerClient) -> tuple[str, str]:
         return node_base, busybox
     except ImageNotFound:
         pass
+    if os.geteuid() != 0:
+        raise RuntimeError(f"{node_base} is missing, and debootstrap needs root: run this as root")
     mirror = base_image.apt_mirror()
     if not mirror:
         raise RuntimeError("no Debian mirror in the apt sources: see `invoke base-image --help`")
