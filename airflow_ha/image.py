@@ -406,11 +406,11 @@ def build_base_image(name: str, suite: str, mirror: str | None) -> None:
     )
 
 
-def debootstrap(suite: str, root: Path, mirror: str) -> None:
+def debootstrap(suite: str, root: Path, mirror: str, packages: Iterable[str] = BASE_PACKAGES) -> None:
     command = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(BASE_PACKAGES)}",
+        f"--include={','.join(packages)}",
         suite,
         str(root),
         mirror,

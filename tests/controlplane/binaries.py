@@ -7,7 +7,7 @@ neither moves the other's dependencies) hold no code: their go.mod names the com
 build flags: change any of them and the binaries are built again; change none and they are
 reused. Builds run with ``-mod=readonly``, so nothing outside go.sum can be used.
 
-``python -m tests.controlplane.binaries build [NAME...]`` builds (default: all) and prints the
+``python -m tests.controlplane.binaries build [NAME...]`` builds (default: the control plane's) and prints the
 folder; ``go-mod VERSION`` writes go.mod for another Kubernetes release, with the replace lines
 generated from that release's own go.mod, then tidies it.
 """
@@ -89,12 +89,22 @@ def etcd_stamp(module: Module) -> str:
     return "-X go.etcd.io/etcd/api/v3/version.GitSHA=unknown"
 
 
+# The node's commands (kubeadm, kubelet, kube-proxy) are tools here too, for tests/kind's node
+# image: one go.mod pins one Kubernetes for both, and its replace block is generated once.
 KUBERNETES = Module(
     folder=HERE,
     path="k8s.io/kubernetes",
     commands={
         name: f"k8s.io/kubernetes/cmd/{name}"
-        for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+        for name in (
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+            "kubeadm",
+            "kubelet",
+            "kube-proxy",
+        )
     },
     stamp=kubernetes_stamp,
 )
@@ -105,6 +115,8 @@ ETCD = Module(
     stamp=etcd_stamp,
 )
 MODULES = (KUBERNETES, ETCD)
+# What the tests' control plane runs, and so what `build` without names builds.
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd")
 
 
 def go_binary() -> str:
@@ -137,7 +149,7 @@ def bin_dir() -> Path:
 def ensure(names: list[str] | None = None) -> dict[str, Path]:
     """Each binary's path, building those missing from this key's folder."""
     folder = bin_dir()
-    wanted = names or [name for module in MODULES for name in module.commands]
+    wanted = names or list(CONTROL_PLANE)
     paths: dict[str, Path] = {}
     for module in MODULES:
         names_here = [name for name in wanted if name in module.commands]

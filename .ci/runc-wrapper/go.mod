@@ -1,0 +1,3 @@
+module airflowha.ci/runcwrapper
+
+go 1.25.0
