@@ -2,7 +2,7 @@
 # Entrypoint of the Airflow image. The manifests set only `args`, so this decides
 # what runs:
 #   api-server | scheduler | dag-processor | triggerer   airflow <role> [ARGS...]
-#   migrate [ARGS...]                                    airflow db migrate [ARGS...]
+#   migrate [ARGS...]                                    airflow db migrate [ARGS...], once the database answers
 #   sync-admin --password-file FILE|-                    the FAB admin user matches FILE's password
 #   any command on PATH, or a path                       run unchanged, e.g. `airflow ...`,
 #                                                        `python -m ...` (worker pods), `install ...`
@@ -30,6 +30,9 @@ case "$role" in
         ;;
     migrate)
         shift
+        # A database that does not answer yet (still starting, or a NetworkPolicy not yet
+        # programmed for this new pod) is waited for, a minute at most, before migrating.
+        airflow db check --retry 30 --retry-delay 2
         exec airflow db migrate "$@"
         ;;
     sync-admin)
