@@ -29,6 +29,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import certifi
 import httpx
@@ -157,24 +158,35 @@ def wait_for_postgres(container: Container, timeout: float = 60) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def postgres_server(
-    docker_client: DockerClient, postgres_image: str, docker_network: Network
-) -> Iterator[PostgresServer]:
-    password = token.token_urlsafe(24)
-    container = docker_client.containers.create(
+def create_postgres(
+    docker_client: DockerClient, postgres_image: str, network: str, host: str, password: str, **options: Any
+) -> Container:
+    """A PostgreSQL container, not started, with the official image's contract, reached as ``host``
+    on ``network`` by Airflow's database user and name."""
+    return docker_client.containers.create(
         postgres_image,
         environment={
             "POSTGRES_USER": airflow_secrets.DATABASE_USER,
             "POSTGRES_DB": airflow_secrets.DATABASE_NAME,
             "POSTGRES_PASSWORD": password,
         },
-        network=docker_network.name,
-        networking_config={
-            docker_network.name: docker_client.api.create_endpoint_config(
-                aliases=[airflow_secrets.DATABASE_HOST]
-            )
-        },
+        network=network,
+        networking_config={network: docker_client.api.create_endpoint_config(aliases=[host])},
+        **options,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server(
+    docker_client: DockerClient, postgres_image: str, docker_network: Network
+) -> Iterator[PostgresServer]:
+    password = token.token_urlsafe(24)
+    container = create_postgres(
+        docker_client,
+        postgres_image,
+        docker_network.name,
+        airflow_secrets.DATABASE_HOST,
+        password,
         name=f"airflow-ha-test-postgres-{token.token_hex(4)}",
     )
     try:

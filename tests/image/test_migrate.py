@@ -7,6 +7,7 @@ import secrets as token
 from collections.abc import Iterator
 
 import pytest
+from conftest import create_postgres  # tests/conftest.py
 from docker.client import DockerClient
 from docker.models.containers import Container
 from docker.models.networks import Network
@@ -59,20 +60,9 @@ def test_migrate_waits_for_a_database_that_starts_after_it(
         return "retries remain" in logs(migrate) or None
 
     poll(waiting, timeout=TIMEOUT, every=1, timed_out=lambda: AssertionError(logs(migrate)[-3000:]))
-    docker_client.containers.run(
-        postgres_image,
-        detach=True,
-        environment={
-            "POSTGRES_USER": airflow_secrets.DATABASE_USER,
-            "POSTGRES_DB": airflow_secrets.DATABASE_NAME,
-            "POSTGRES_PASSWORD": password,
-        },
-        network=docker_network.name,
-        networking_config={
-            docker_network.name: docker_client.api.create_endpoint_config(aliases=[late_database_host])
-        },
-        labels=label,
-    )
+    create_postgres(
+        docker_client, postgres_image, docker_network.name, late_database_host, password, labels=label
+    ).start()
     exit_code = migrate.wait(timeout=TIMEOUT)["StatusCode"]
 
     assert exit_code == 0, logs(migrate)[-3000:]
