@@ -126,6 +126,9 @@ def doctor(c: Context, context: str = "") -> None:
         "namespace": "Namespace to deploy to. Default: namespace in invoke.yaml.",
         "tag": "Image tag to deploy. Default: this revision's tag.",
         "registry": "Push the image to this registry (HOST:PORT) instead of loading it into kind.",
+        "node_image": "kind node image for every node of a new cluster, instead of those "
+        "kube/kind-cluster.yaml pins (for a site that cannot pull them). "
+        "Default: kind.node_image in invoke.yaml.",
         "skip_build": "Deploy an image that is already built.",
         "timeout": "Seconds to wait for each phase before failing. Default: deploy.timeout in invoke.yaml.",
         "adopt": "Take over objects of the same names that exist without the project label; "
@@ -146,6 +149,7 @@ def deploy(
     timeout: int = 0,
     adopt: bool = False,
     wait: bool = True,
+    node_image: str = "",
 ) -> None:
     """Deploy HA Airflow: preflight, lint gate, image, kind cluster, secrets, apply, rollout, summary."""
     with exit_on_failure():
@@ -163,6 +167,7 @@ def deploy(
             timeout=timeout or c.config.deploy.timeout,
             adopt=adopt,
             wait=wait,
+            node_image=node_image or c.config.kind.node_image or None,
         )
 
 
@@ -215,6 +220,8 @@ def smoke(
         "purge": "Also delete the database and logs volumes and the generated secrets; "
         "with --cluster, the host's logs folder too.",
         "cluster": "Also delete the kind cluster.",
+        "node_image": "With --purge --cluster: the image whose container empties the logs folder "
+        "(it holds files of uid 50000). Default: kind.node_image in invoke.yaml, else the config's.",
         "timeout": "Seconds to wait for objects to go. Default: deploy.timeout in invoke.yaml.",
     }
 )
@@ -226,6 +233,7 @@ def teardown(
     purge: bool = False,
     cluster: bool = False,
     timeout: int = 0,
+    node_image: str = "",
 ) -> None:
     """Remove what deploy created, keeping data unless --purge; verify nothing labelled is left."""
     with exit_on_failure():
@@ -238,6 +246,7 @@ def teardown(
             delete_cluster=cluster,
             timeout=timeout or c.config.deploy.timeout,
             kind_config=c.config.kind.config,
+            node_image=node_image or c.config.kind.node_image or None,
         )
 
 

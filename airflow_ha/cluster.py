@@ -119,12 +119,17 @@ def kind_clusters() -> list[str]:
 
 
 def ensure_kind_cluster(
-    kind_cluster: str, kind_config: str | Path, timeout: int, namespace: str | None = None
+    kind_cluster: str,
+    kind_config: str | Path,
+    timeout: int,
+    namespace: str | None = None,
+    node_image: str | None = None,
 ) -> bool:
     """Create the kind cluster from its config unless it exists. True when it was created.
 
     kind writes the cluster's kubeconfig to the project's own file, so the user's current
     context stays as it was. ``namespace`` gets its own logs folder (see logs_folder).
+    ``node_image`` replaces every node's image in the config (kind's ``--image``).
     """
     config_path = Path(kind_config) if Path(kind_config).is_absolute() else REPO_ROOT / kind_config
     folders = prepare_host_mounts(config_path)
@@ -134,7 +139,8 @@ def ensure_kind_cluster(
     kubeconfig = str(project_kubeconfig())
     project_kubeconfig().parent.mkdir(parents=True, exist_ok=True)
     if kind_cluster not in kind_clusters():
-        with progress(f"creating kind cluster {kind_cluster!r} from {relative(config_path)}"):
+        source = relative(config_path) + (f" with node image {node_image}" if node_image else "")
+        with progress(f"creating kind cluster {kind_cluster!r} from {source}"):
             # kind resolves relative extraMounts paths against its working directory.
             # --wait covers the nodes getting ready; pulling the node image comes before it.
             command = (
@@ -147,6 +153,7 @@ def ensure_kind_cluster(
                 "--kubeconfig",
                 kubeconfig,
                 f"--wait={timeout}s",
+                *(("--image", node_image) if node_image else ()),
             )
             _kind(*command, timeout=2 * timeout)
         created = True

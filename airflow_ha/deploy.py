@@ -99,6 +99,7 @@ def deploy(
     timeout: int,
     adopt: bool = False,
     wait: bool = True,
+    node_image: str | None = None,
 ) -> DeployReport:
     """Preflight, lint gate, image, kind cluster, secrets, phased apply, prune, summary."""
     target = preflight.run(context, kind_cluster, build=build)
@@ -117,15 +118,25 @@ def deploy(
     if registry:
         image.push_image(reference=reference, registry=registry)
         reference = f"{registry}/{reference}"
+    rendered = manifests.render(overlay, namespace=namespace, image=reference)
     if on_kind:
-        if cluster.ensure_kind_cluster(kind_cluster, kind_config, timeout, namespace=namespace):
+        if cluster.ensure_kind_cluster(
+            kind_cluster, kind_config, timeout, namespace=namespace, node_image=node_image
+        ):
             console.print(f"[green]✓[/] created kind cluster {kind_cluster!r}")
         else:
             console.print(f"[green]✓[/] kind cluster {kind_cluster!r} exists")
         if not registry:
             cluster.load_image(reference, kind_cluster, timeout)
             console.print(f"[green]✓[/] image {reference} is on every kind node")
-    rendered = manifests.render(overlay, namespace=namespace, image=reference)
+        # The nodes pull the other images themselves, unless this machine has them: a site
+        # without a registry loads them here first, and so does anyone who pulled them already.
+        others = {
+            i for i in manifests.images(rendered) if i.rpartition(":")[0] != manifests.PROJECT_IMAGE_NAME
+        }
+        for other in image.local_images(others):
+            cluster.load_image(other, kind_cluster, timeout)
+            console.print(f"[green]✓[/] image {other}, found on this machine, is on every kind node")
     kube = kubeapi.kube_clients(target)
     report = install(kube, rendered, namespace=namespace, timeout=timeout, adopt=adopt, wait=wait)
     print_summary(kube, rendered, namespace=namespace, on_kind=on_kind, explicit_context=context)
@@ -576,6 +587,7 @@ def teardown(
     delete_cluster: bool,
     timeout: int,
     kind_config: str = "kube/kind-cluster.yaml",
+    node_image: str | None = None,
 ) -> list[str]:
     """Delete what deploy created, keeping the data unless purge; verify nothing else is left.
 
@@ -594,7 +606,7 @@ def teardown(
         if kind_cluster in cluster.kind_clusters():
             raise Failure(f"kind cluster {kind_cluster!r} still exists after `kind delete cluster`")
         if purge:
-            for folder in cluster.purge_host_mounts(kind_config):
+            for folder in cluster.purge_host_mounts(kind_config, node_image):
                 console.print(f"[green]✓[/] deleted the host folder {folder} (task logs)")
         else:
             console.print("  kept: the host folder .kind/airflow-logs (task logs); --purge deletes it too")

@@ -92,6 +92,19 @@ def docker_client() -> DockerClient:
     return client
 
 
+def local_images(references: Iterable[str]) -> list[str]:
+    """Those of ``references`` that this machine's Docker holds, sorted."""
+    client = docker_client()
+    found = []
+    for reference in sorted(references):
+        try:
+            client.images.get(reference)
+        except ImageNotFound:
+            continue
+        found.append(reference)
+    return found
+
+
 def image_tag(airflow_version: str, root: Path = REPO_ROOT) -> str:
     """<airflow version>-<git short revision>; a dirty tree adds .<digest of its changes>-dirty.
 

@@ -314,6 +314,17 @@ def containers(pod_spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
             yield f"{field}[{container.get('name', index)}]", container
 
 
+def images(rendered: Iterable[Manifest]) -> set[str]:
+    """Every image the rendered objects' pods run, worker pods' included."""
+    rendered = list(rendered)
+    return {
+        str(container["image"])
+        for workload in workloads(rendered, pod_template(rendered))
+        for _, container in containers(workload.pod)
+        if container.get("image")
+    }
+
+
 def with_config_checksums(rendered: Iterable[Manifest]) -> list[Manifest]:
     """Copies of the objects; each workload's pod template carries the SHA-256 of every rendered
     ConfigMap its pods read, as ``checksum/<name>``.

@@ -1049,6 +1049,7 @@ class Recorder:
             (image, "push_image"),
             (cluster, "ensure_kind_cluster"),
             (cluster, "load_image"),
+            (image, "local_images"),
             (kubeapi, "kube_clients"),
         ]:
             monkeypatch.setattr(module, name, self.record(name))
@@ -1124,6 +1125,7 @@ def test_deploy_on_kind_builds_loads_then_installs(monkeypatch, fake, capsys):
             "build_image": None,
             "ensure_kind_cluster": True,
             "load_image": None,
+            "local_images": [],
             "kube_clients": fake.kube(),
         },
     )
@@ -1131,8 +1133,16 @@ def test_deploy_on_kind_builds_loads_then_installs(monkeypatch, fake, capsys):
 
     deploy()
 
-    assert recorder.steps == ["lint", "build_image", "ensure_kind_cluster", "load_image", "kube_clients"]
+    assert recorder.steps == [
+        "lint",
+        "build_image",
+        "ensure_kind_cluster",
+        "load_image",
+        "local_images",
+        "kube_clients",
+    ]
     assert recorder.calls[3][1] == (IMAGE, "airflow-ha", 30)
+    assert recorder.calls[4][1] == ({"postgres:17.6-bookworm"},)  # the project image is loaded already
     assert (
         fake.named("Deployment", "airflow-scheduler")["spec"]["template"]["spec"]["containers"][0]["image"]
         == IMAGE
@@ -1140,6 +1150,29 @@ def test_deploy_on_kind_builds_loads_then_installs(monkeypatch, fake, capsys):
     output = " ".join(capsys.readouterr().out.split())
     assert "api-server: http://localhost:30080" in output
     assert "next: invoke smoke --namespace airflow" in output
+
+
+def test_deploy_on_kind_loads_the_other_images_this_machine_has_and_passes_the_node_image(
+    monkeypatch, fake
+):
+    recorder = Recorder(
+        monkeypatch,
+        {
+            "lint": None,
+            "build_image": None,
+            "ensure_kind_cluster": False,
+            "load_image": None,
+            "local_images": ["postgres:17.6-bookworm"],
+            "kube_clients": fake.kube(),
+        },
+    )
+    monkeypatch.setattr(preflight, "run", lambda context, kind_cluster, build: "kind-airflow-ha")
+
+    deploy(node_image="airflow-ha-kind-node:v1.35.8-local")
+
+    loaded = [args[0] for name, args, _ in recorder.calls if name == "load_image"]
+    assert loaded == [IMAGE, "postgres:17.6-bookworm"]
+    assert recorder.calls[2][2]["node_image"] == "airflow-ha-kind-node:v1.35.8-local"
 
 
 def test_deploy_with_a_registry_pushes_and_deploys_the_pushed_image(monkeypatch, fake, capsys):
