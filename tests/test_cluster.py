@@ -307,6 +307,13 @@ def test_kind_writes_the_projects_kubeconfig_and_leaves_the_users_alone(fake_kin
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777
 
 
+def test_a_node_image_given_replaces_the_configs_for_every_node(fake_kind, project):
+    cluster.ensure_kind_cluster("airflow-ha", "kube/kind-cluster.yaml", 60, node_image="node:local")
+
+    create = next(line for line in fake_kind.read_text().splitlines() if line.startswith("create cluster"))
+    assert create.endswith("--image node:local")
+
+
 def test_deleting_the_cluster_edits_only_the_projects_kubeconfig(fake_kind, kubeconfig, project, monkeypatch):
     monkeypatch.setattr(cluster, "kind_clusters", lambda: ["airflow-ha"])
 
@@ -465,28 +472,3 @@ def test_the_api_server_reaches_the_triggerers_log_server_only_through_its_polic
     assert triggerer_logs(objects).allowed
     without = [m for m in objects if (m.kind, m.name) != ("NetworkPolicy", "airflow-triggerer")]
     assert not triggerer_logs(without).allowed
-
-
-def test_e2e_skips_only_without_a_docker_daemon(tmp_path, monkeypatch):
-    from tests.e2e import conftest as e2e
-
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker CLI, so no daemon answers
-
-    verdict = e2e.blocker()
-
-    assert verdict == ("skip", "the e2e tests need a running Docker daemon (`docker info` failed): start one")
-
-
-def test_e2e_fails_naming_what_it_could_not_provision(tools_without_kind, kubeconfig):
-    from tests.e2e import conftest as e2e
-
-    if not e2e.docker_daemon_answers():
-        pytest.skip("no Docker daemon here")
-
-    verdict = e2e.blocker()
-
-    assert verdict is not None and verdict[0] == "fail"
-    assert (
-        "kind missing: kind v0.33.0 is not installed and the download failed: tried http://127.0.0.1:"
-        in (verdict[1])
-    )
