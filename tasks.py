@@ -14,6 +14,7 @@ from invoke import Collection, Context, Exit, task
 
 from airflow_ha import admin_password as admin
 from airflow_ha import deploy as deploying
+from airflow_ha import drill as drilling
 from airflow_ha import image, preflight, tools
 from airflow_ha import smoke as smoking
 from airflow_ha.console import Failure
@@ -214,6 +215,42 @@ def smoke(
 @task(
     help={
         "context": CONTEXT_HELP,
+        "namespace": "Namespace Airflow runs in. Default: namespace in invoke.yaml.",
+        "step": "Run only this step (scheduler, api-server or drain); repeat the flag for more. "
+        "Default: all three, in that order.",
+        "dag_id": "The DAG the api-server and drain steps run. Default: smoke.dag_id in invoke.yaml.",
+        "hold_seconds": "Seconds the scheduler step's long task runs: long enough for the other scheduler "
+        "to adopt its pod. Default: 120.",
+        "timeout": "Seconds to wait for each run and each recovery. Default: smoke.timeout in invoke.yaml.",
+    },
+    iterable=["step"],
+)
+def drill(
+    c: Context,
+    context: str = "",
+    namespace: str = "",
+    step: list[str] | None = None,
+    dag_id: str = "",
+    hold_seconds: int = 120,
+    timeout: int = 0,
+) -> None:
+    """Break the deployment while tasks run (kill a scheduler, delete an api-server, drain a node); each step
+    prints what it did, how long recovery took, PASS or FAIL."""
+    with exit_on_failure():
+        drilling.drill(
+            context=context or c.config.context or None,
+            kind_cluster=c.config.kind.cluster,
+            namespace=namespace or c.config.namespace,
+            dag_id=dag_id or c.config.smoke.dag_id,
+            timeout=timeout or c.config.smoke.timeout,
+            hold_seconds=hold_seconds,
+            steps=step or list(drilling.STEPS),
+        )
+
+
+@task(
+    help={
+        "context": CONTEXT_HELP,
         "overlay": "Overlay that was deployed: only the cluster-scoped kinds it renders are touched. "
         "Default: overlay in invoke.yaml.",
         "namespace": "Namespace to clear. Default: namespace in invoke.yaml.",
@@ -273,4 +310,4 @@ def admin_password(
         )
 
 
-ns = Collection(lint, base_image, build, push, doctor, deploy, smoke, admin_password, teardown)
+ns = Collection(lint, base_image, build, push, doctor, deploy, smoke, drill, admin_password, teardown)
