@@ -1,10 +1,12 @@
-"""The real thing on kind: deploy, smoke, an HA drill, a redeploy that changes nothing, teardown.
+"""The real thing on kind: deploy, smoke, NetworkPolicies, an HA drill, a redeploy that changes
+nothing, a config change, teardown.
 
 Written after Airflow's own kind tests (kubernetes-tests/ in apache/airflow): the same
 REST flow, 300 s per phase (500 s for the run that loses its scheduler), and a drill that
 deletes pods mid-run and still expects success with no worker pods left behind. The
-tests run in file order and share one deployment; `invoke` runs as a user would run it.
-If this session created the kind cluster, it deletes it at the end.
+tests run in file order and share one deployment; `invoke` runs as a user would run it,
+with the kind cluster, node image and images `nox -s e2e` prepared (tests/e2e/prepare.py).
+The last test deletes the cluster.
 """
 
 from __future__ import annotations
@@ -12,17 +14,15 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, rollout, smoke
+from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, rollout
 from airflow_ha import deploy as deploying
-from airflow_ha.console import Failure
-from airflow_ha.polling import poll
 
+from . import flows
 from .conftest import KIND_CLUSTER
 
 NAMESPACE = "airflow"
@@ -31,6 +31,9 @@ DAG_ID = "smoke_kubernetes_executor"
 PHASE_TIMEOUT = 300
 SCHEDULER_FAILURE_TIMEOUT = 500
 WORKLOADS = frozenset({"Deployment", "StatefulSet", "Job"})
+AIRFLOW_ENV = REPO_ROOT / "kube" / "base" / "airflow.env"
+CONFIG_CHANGE = "AIRFLOW__CORE__PARALLELISM=33"  # the default is 32
+OUTSIDER_NAMESPACE = "airflow-e2e-outsider"
 
 
 def invoke(*args: str, timeout: int = 4 * PHASE_TIMEOUT) -> None:
@@ -42,26 +45,21 @@ def invoke(*args: str, timeout: int = 4 * PHASE_TIMEOUT) -> None:
 
 @pytest.fixture(scope="module")
 def kind_cluster() -> Iterator[None]:
-    existed = KIND_CLUSTER in cluster.kind_clusters()
+    """The project's kind cluster, made by the first deploy and deleted at the end, whatever happens."""
+    if KIND_CLUSTER in cluster.kind_clusters():
+        pytest.fail(
+            f"the e2e tests make the kind cluster {KIND_CLUSTER!r} and delete it; it exists already, "
+            "so they will not touch it: `invoke teardown --cluster` first, if it can go",
+            pytrace=False,
+        )
     yield
-    if not existed:
-        invoke("teardown", "--cluster")
+    invoke("teardown", "--cluster")
 
 
 @pytest.fixture(scope="module")
 def kube(kind_cluster: None) -> kubeapi.Kube:
     invoke("deploy", "--timeout", str(PHASE_TIMEOUT))
     return kubeapi.kube_clients(CONTEXT)
-
-
-@pytest.fixture(scope="module")
-def api(kube: kubeapi.Kube) -> Iterator[smoke.AirflowAPI]:
-    username, password = smoke.admin_credentials(kube, NAMESPACE)
-    with (
-        smoke.api_server(kube, NAMESPACE, on_kind=True) as url,
-        smoke.AirflowAPI(url, username, password) as client,
-    ):
-        yield client
 
 
 def expected_objects() -> set[kubeapi.Key]:
@@ -113,86 +111,48 @@ def test_deploy_rolls_out_every_component(kube):
         assert rollout.rollout_status(obj)[0] == "done", f"{key}: {rollout.rollout_status(obj)}"
 
 
-def test_smoke(kube):
-    invoke("smoke", "--timeout", str(PHASE_TIMEOUT))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "dag_id" in metafunc.fixturenames:
+        extra = metafunc.config.getoption("--dag-id")
+        metafunc.parametrize("dag_id", [DAG_ID, *([extra] if extra and extra != DAG_ID else [])])
+
+
+def test_smoke(kube, dag_id):
+    invoke("smoke", "--dag-id", dag_id, "--timeout", str(PHASE_TIMEOUT))
 
     assert worker_pods(kube) == []
 
 
-class Poller(threading.Thread):
-    """Asks the API for the DAG every half second; records requests that failed even after a retry."""
-
-    def __init__(self, api: smoke.AirflowAPI):
-        super().__init__(daemon=True)
-        self.api = api
-        self.requests = 0
-        self.failures: list[str] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.5):
-            self.requests += 1
-            try:
-                response = self.api.request("GET", f"/api/v2/dags/{DAG_ID}")
-                if not response.is_success:
-                    self.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
-            except Failure as failure:
-                self.failures.append(str(failure))
-
-
-def delete_one_pod(kube: kubeapi.Kube, component: str) -> str:
-    pods = kubeapi.list_pods(kube, NAMESPACE, {"app.kubernetes.io/component": component})
-    assert pods, f"no {component} pod to delete"
-    name = pods[0]["metadata"]["name"]
-    kube.dynamic.resources.get(api_version="v1", kind="Pod").delete(name=name, namespace=NAMESPACE)
-    return name
-
-
-def wait_rolled_out(kube: kubeapi.Kube, name: str) -> None:
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-    }
-    state = ("waiting", "not read yet")
-
-    def recovered() -> bool | None:
-        nonlocal state
-        live = kubeapi.read(kube, deployment)
-        state = rollout.rollout_status(live) if live else ("waiting", "missing")
-        return state[0] == "done" or None
-
-    poll(
-        recovered,
-        timeout=PHASE_TIMEOUT,
-        every=2,
-        timed_out=lambda: AssertionError(f"Deployment/{name} did not recover: {state}"),
+@pytest.fixture
+def outsider_namespace(kube: kubeapi.Kube) -> Iterator[str]:
+    namespaces = kube.dynamic.resources.get(api_version="v1", kind="Namespace")
+    namespaces.create(
+        body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OUTSIDER_NAMESPACE}}
     )
+    yield OUTSIDER_NAMESPACE
+    namespaces.delete(name=OUTSIDER_NAMESPACE)
 
 
-def test_ha_drill_a_run_survives_losing_a_scheduler_and_an_api_server(kube, api):
-    username, password = smoke.admin_credentials(kube, NAMESPACE)
-    with smoke.AirflowAPI(api.url, username, password) as polling:
-        poller = Poller(polling)
-        poller.start()
-        try:
-            with smoke.PodWatch(kube, NAMESPACE, DAG_ID) as pods:
-                api.unpause(DAG_ID, PHASE_TIMEOUT)
-                run_id = api.trigger(DAG_ID, smoke.CLUSTER_CONF)
-                scheduler = delete_one_pod(kube, "scheduler")
-                api_server = delete_one_pod(kube, "api-server")
-                print(f"deleted pods {scheduler} and {api_server} during run {run_id}")
-                run = smoke.follow_run(api, DAG_ID, run_id, SCHEDULER_FAILURE_TIMEOUT, pods)
-                smoke.require_worker_pods(kube, NAMESPACE, pods, run, PHASE_TIMEOUT)
-            wait_rolled_out(kube, "airflow-scheduler")
-            wait_rolled_out(kube, "airflow-api-server")
-        finally:
-            poller.done.set()
-            poller.join()
-    print(f"{poller.requests} polls; {polling.retried + api.retried} requests needed their one retry")
-    assert poller.failures == [], "the API failed requests even after one retry"
+def test_network_policies_do_on_the_cluster_what_the_lint_gate_says(kube, outsider_namespace):
+    rendered = manifests.render("kind", namespace=NAMESPACE)
+    deployed_image = deployed_inventory(kube)[("apps", "Deployment", NAMESPACE, "airflow-api-server")]
+    image = deployed_image["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    outcomes = flows.outcomes(kube, rendered, manifests.pod_template(rendered), image, outsider_namespace)
+
+    for outcome in outcomes:
+        print(f"  {outcome.line()}")
+    assert any(not o.required for o in outcomes), "no forbidden flow was tried"
+    wrong = [o.line() for o in outcomes if o.cluster_allows != o.required]
+    assert not wrong, "the cluster does not keep the deployment's flows:\n" + "\n".join(wrong)
+    disagree = [o.line() for o in outcomes if o.cluster_allows != o.lint_allows]
+    assert not disagree, "the lint gate and the cluster disagree:\n" + "\n".join(disagree)
+
+
+def test_drill_a_scheduler_killed_an_api_server_deleted_and_a_node_drained_mid_run(kube):
+    invoke("drill", "--timeout", str(PHASE_TIMEOUT), timeout=6 * PHASE_TIMEOUT)
+
     assert worker_pods(kube) == []
-    smoke.require_logs(api, run)
 
 
 def test_redeploy_changes_nothing(kube):
@@ -203,10 +163,66 @@ def test_redeploy_changes_nothing(kube):
     assert applied_state(kube) == before
 
 
-def test_teardown_leaves_nothing(kube):
-    deployed_inventory(kube)  # an empty listing before would prove nothing after
+def readers_of(config_map: str) -> set[kubeapi.Key]:
+    rendered = manifests.render("kind", namespace=NAMESPACE)
+    return {
+        kubeapi.key(m.obj)
+        for m in rendered
+        if m.kind in WORKLOADS
+        and any(config_map in manifests.config_maps_read(pod) for _, pod in manifests.pod_specs(m))
+    }
 
+
+def rollout_marks(kube: kubeapi.Kube) -> dict[kubeapi.Key, tuple[Any, Any]]:
+    """Per workload: its uid (a Job is recreated) and generation (a pod template change bumps it)."""
+    return {
+        key: (obj["metadata"]["uid"], obj["metadata"].get("generation"))
+        for key, obj in deployed_inventory(kube).items()
+        if obj["kind"] in WORKLOADS and not deploying.owned(obj)
+    }
+
+
+def test_a_change_to_airflow_env_restarts_exactly_the_workloads_that_read_it(kube):
+    readers = readers_of("airflow-config")
+    assert readers, "nothing reads airflow-config: the test would prove nothing"
+    before = rollout_marks(kube)
+    original = AIRFLOW_ENV.read_text()
+    try:
+        AIRFLOW_ENV.write_text(f"{original.rstrip()}\n{CONFIG_CHANGE}\n")
+        invoke("deploy", "--timeout", str(PHASE_TIMEOUT))
+    finally:
+        AIRFLOW_ENV.write_text(original)
+    after = rollout_marks(kube)
+
+    restarted = {key for key in before if after.get(key) != before[key]}
+    assert restarted == readers
+
+
+def test_teardown_keeps_the_database_logs_and_secrets(kube):
+    logs = REPO_ROOT / ".kind" / "airflow-logs" / NAMESPACE
+    task_logs = {p for p in logs.rglob("*.log") if "dag_id=" in str(p)}
+    assert task_logs, f"no task log under {logs} before teardown"
+
+    invoke("teardown", "--timeout", str(PHASE_TIMEOUT))
+
+    left = deploying.belonging(deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()), NAMESPACE)
+    kinds = {(obj["kind"], obj["metadata"]["name"]) for obj in left.values()}
+    assert ("PersistentVolumeClaim", "data-airflow-postgres-0") in kinds
+    assert ("PersistentVolumeClaim", "airflow-logs") in kinds
+    assert {("Secret", name) for name in ("airflow-admin", "airflow-metadata", "airflow-postgres")} <= kinds
+    assert not {kind for kind, _ in kinds} & WORKLOADS, f"workloads left: {sorted(kinds)}"
+    assert task_logs <= set(logs.rglob("*.log"))
+
+
+def test_teardown_purge_leaves_nothing(kube):
     invoke("teardown", "--purge", "--timeout", str(PHASE_TIMEOUT))
 
     left = deploying.belonging(deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()), NAMESPACE)
     assert left == {}, f"left behind: {sorted(kubeapi.ref(obj) for obj in left.values())}"
+
+
+def test_teardown_cluster_deletes_the_cluster_and_the_logs_folder():
+    invoke("teardown", "--purge", "--cluster", "--timeout", str(PHASE_TIMEOUT))
+
+    assert KIND_CLUSTER not in cluster.kind_clusters()
+    assert not (REPO_ROOT / ".kind" / "airflow-logs").exists()
