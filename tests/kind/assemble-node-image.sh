@@ -4,10 +4,14 @@
 # import the control plane's images into containerd's k8s.io namespace, commit.
 # Driven by tests/kind/nodeimage.py, which builds what it names:
 #   assemble-node-image.sh IMAGE
-#   OWN_BIN          kind, containerd, runc, crictl, cni/, coredns, pause
+#   OWN_BIN          kind, containerd, runc, crictl, cni/, coredns, pause, kube-router,
+#                    local-path-provisioner
 #   KUBERNETES_BIN   kubeadm, kubelet, kubectl, kube-proxy, the control plane, etcd
 #   NODE_BASE        the debootstrap image; KIND_FILES kind's images/base/files
 #   KUBERNETES_VERSION
+#   KUBE_ROUTER_IMAGE, LOCAL_PATH_IMAGE  names for the add-on images built here
+#   BUSYBOX_IMAGE    a host image, preloaded as local-path's helper (and for test pods)
+#   MANIFESTS        default-cni.yaml and default-storage.yaml, with image placeholders
 set -euo pipefail
 image=$1
 work=$(mktemp -d)
@@ -31,9 +35,9 @@ image_named() { printf '%s\n' "${wanted[@]}" | grep "/$1:"; }
 part_of() { echo "$part_prefix/${1#*/}"; }
 
 # An image of one binary and a passwd: docker import of a small tree.
-binary_image() { # name entrypoint source destination
-    local tree=$work/$1 part
-    part=$(part_of "$(image_named "$1")")
+binary_image() { # name entrypoint source destination [image]
+    local tree=$work/$1 part=${5:-}
+    [ -n "$part" ] || part=$(part_of "$(image_named "$1")")
     mkdir -p "$tree/etc" "$tree/tmp" "$(dirname "$tree/$4")"
     chmod 1777 "$tree/tmp"
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$tree/etc/passwd"
@@ -48,15 +52,25 @@ for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
 done
 binary_image coredns /coredns "$OWN_BIN/coredns" coredns
 binary_image pause /pause "$OWN_BIN/pause" pause
-# kube-proxy runs iptables, ipset and conntrack: it gets the Debian base (a local FROM needs no registry).
-mkdir -p "$work/kube-proxy"
-cp "$KUBERNETES_BIN/kube-proxy" "$work/kube-proxy/"
-printf 'FROM %s\nCOPY kube-proxy /usr/local/bin/kube-proxy\nENTRYPOINT ["/usr/local/bin/kube-proxy"]\n' "$NODE_BASE" >"$work/kube-proxy/Dockerfile"
-kube_proxy_part=$(part_of "$(image_named kube-proxy)")
-docker build -q -t "$kube_proxy_part" "$work/kube-proxy" >/dev/null
-parts+=("$kube_proxy_part")
-docker save "${parts[@]}" -o "$work/images.tar"
-step "component images: ${wanted[*]}"
+binary_image local-path-provisioner /usr/local/bin/local-path-provisioner "$OWN_BIN/local-path-provisioner" \
+    usr/local/bin/local-path-provisioner "$LOCAL_PATH_IMAGE"
+# kube-proxy and kube-router run iptables, ipset and conntrack: they get the Debian base (a
+# local FROM needs no registry), and share its layer in the node.
+debian_image() { # image binary
+    local name
+    name=$(basename "$2")
+    mkdir -p "$work/$name"
+    cp "$2" "$work/$name/"
+    printf 'FROM %s\nCOPY %s /usr/local/bin/%s\nENTRYPOINT ["/usr/local/bin/%s"]\n' "$NODE_BASE" "$name" "$name" "$name" >"$work/$name/Dockerfile"
+    docker build -q -t "$1" "$work/$name" >/dev/null
+    parts+=("$1")
+}
+debian_image "$(part_of "$(image_named kube-proxy)")" "$KUBERNETES_BIN/kube-proxy"
+debian_image "$KUBE_ROUTER_IMAGE" "$OWN_BIN/kube-router"
+# Not a part: the busybox image is the caller's, and stays on the host.
+docker save "${parts[@]}" "$BUSYBOX_IMAGE" -o "$work/images.tar"
+ours=("$KUBE_ROUTER_IMAGE" "$LOCAL_PATH_IMAGE" "$BUSYBOX_IMAGE")
+step "component images: ${wanted[*]} ${ours[*]}"
 
 docker run -d --name "$build_container" --entrypoint=sleep --security-opt seccomp=unconfined "$NODE_BASE" infinity >/dev/null
 in_node() { docker exec -i "$build_container" "$@"; }
@@ -96,31 +110,14 @@ sed -i 's#sandbox_image = .*#sandbox_image = \"$pause_image\"#' /etc/containerd/
 sed -i 's#restrict_oom_score_adj = false#restrict_oom_score_adj = true#' /etc/containerd/config.toml
 grep -q 'restrict_oom_score_adj = true' /etc/containerd/config.toml
 echo -n $KUBERNETES_VERSION > /kind/version"
-in_node tee /kind/manifests/default-storage.yaml >/dev/null <<'EOF'
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata:
-  name: standard
-  annotations:
-    storageclass.kubernetes.io/is-default-class: "true"
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: WaitForFirstConsumer
-EOF
-# kind applies this only without disableDefaultCNI; clusters of this image disable it (no kindnetd).
-echo '# no kindnetd: the image carries a single-node bridge network in /etc/cni/net.d' |
+# kind applies these at cluster creation: kube-router as the CNI (unless the cluster disables
+# the default CNI) and local-path-provisioner as the default StorageClass. /etc/cni/net.d stays
+# empty until kube-router's init container writes its conflist, so nodes are NotReady till then.
+sed "s#KUBE_ROUTER_IMAGE#$KUBE_ROUTER_IMAGE#g" "$MANIFESTS/default-cni.yaml" |
     in_node tee /kind/manifests/default-cni.yaml >/dev/null
-# One node's pod network: a bridge with host-local addresses from the first /24 of kind's pod subnet.
-in_node tee /etc/cni/net.d/10-bridge.conflist >/dev/null <<'EOF'
-{
-  "cniVersion": "1.0.0",
-  "name": "bridge",
-  "plugins": [
-    {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}}
-  ]
-}
-EOF
+sed -e "s#LOCAL_PATH_PROVISIONER_IMAGE#$LOCAL_PATH_IMAGE#g" -e "s#LOCAL_PATH_HELPER_IMAGE#$BUSYBOX_IMAGE#g" \
+    "$MANIFESTS/default-storage.yaml" | in_node tee /kind/manifests/default-storage.yaml >/dev/null
+in_node bash -euc '! grep -q _IMAGE /kind/manifests/*.yaml'
 in_node bash -euc 'containerd --version; runc --version | head -1; crictl --version; kubelet --version' >&2
 step "containerd and CNI configured"
 
@@ -134,6 +131,15 @@ images import --all-platforms --no-unpack --digests - <"$work/images.tar" >/dev/
 for name in "${wanted[@]}"; do
     images tag "docker.io/$(part_of "$name")" "$name" >/dev/null
     images rm "docker.io/$(part_of "$name")" >/dev/null
+    images label "$name" io.cri-containerd.pinned=pinned >/dev/null
+done
+# docker save names them as Docker does; containerd's names are the normalized ones the
+# kubelet asks for (docker.io/library/ for a bare name).
+for name in "${ours[@]}"; do
+    case $name in
+    */*) name=docker.io/$name ;;
+    *) name=docker.io/library/$name ;;
+    esac
     images label "$name" io.cri-containerd.pinned=pinned >/dev/null
 done
 images list -q | grep -v '^sha256:' >&2

@@ -4,14 +4,17 @@ Kubernetes (kubeadm, kubelet, kube-proxy and the control plane's images) and etc
 tests/controlplane, so the node runs the very release the control plane tests run. The rest
 are pinned here, one module per component under ``modules/`` (each holds only ``tool`` lines
 and its go.sum, and is kept apart so that none moves another's dependencies): kind,
-containerd, runc, crictl, the CNI plugins and CoreDNS. They are built into
-``.cache/kind-node/<key>/bin``, keyed like tests/controlplane/binaries.py by every go.mod and
-go.sum, the Go and gcc versions and the build flags, and reused when none changed. pause is
-``gcc -static`` of pause.c from the Kubernetes module.
+containerd, runc, crictl, the CNI plugins, CoreDNS, kube-router (the default CNI: routes
+between nodes and a NetworkPolicy firewall) and local-path-provisioner (the default
+StorageClass). They are built into ``.cache/kind-node/<key>/bin``, keyed like
+tests/controlplane/binaries.py by every go.mod and go.sum, the Go and gcc versions and the
+build flags, and reused when none changed. pause is ``gcc -static`` of pause.c from the
+Kubernetes module.
 
 The node's root file system is a debootstrap of Debian bookworm from the mirror in the apt
 sources, as `invoke base-image` finds it. assemble-node-image.sh then does what kind's
-``build node-image`` does, with kind's own images/base files from its module.
+``build node-image`` does, with kind's own images/base files from its module, and preloads
+the add-ons' images that ``manifests/`` names (busybox as local-path's helper).
 
 ``python -m tests.kind.nodeimage build`` builds what is missing and prints the image names.
 """
@@ -40,6 +43,11 @@ HERE = Path(__file__).resolve().parent
 MODULES = HERE / "modules"
 CACHE = binaries.REPO_ROOT / ".cache" / "kind-node"
 ASSEMBLE = HERE / "assemble-node-image.sh"
+# kind's /kind/manifests: kube-router as the default CNI, local-path-provisioner as the storage.
+MANIFESTS = HERE / "manifests"
+# Where the add-on images built here are named, in the node's containerd (docker.io/ prefixed).
+ADDON_PREFIX = "airflow-ha-kind-node"
+ADDONS = ("kube-router", "local-path-provisioner")
 
 BUILD_ENV = {"GOFLAGS": "-mod=readonly -buildvcs=false", "GOTOOLCHAIN": "local"}
 # Stripped, as release binaries are: the node image carries them all.
@@ -148,6 +156,20 @@ COMPONENTS = (
         into="cni",
     ),
     Component("coredns", "github.com/coredns/coredns", ("github.com/coredns/coredns",)),
+    # The image's default CNI: routes between nodes' pod CIDRs and enforces NetworkPolicies.
+    Component(
+        "kube-router",
+        "github.com/cloudnativelabs/kube-router/v2",
+        ("github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",),
+        stamp="-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={version}",
+    ),
+    # The image's default StorageClass, as kind's own images have it.
+    Component(
+        "local-path-provisioner",
+        "github.com/rancher/local-path-provisioner",
+        ("github.com/rancher/local-path-provisioner",),
+        stamp="-X main.VERSION={version}",
+    ),
 )
 KIND = COMPONENTS[0]
 
@@ -296,6 +318,9 @@ def ensure() -> tuple[str, str, Path]:
     node_base, busybox = base_images(client)
     digest = hashlib.sha256(f"{own}{kubernetes}{node_base}".encode())
     digest.update(ASSEMBLE.read_bytes())
+    for manifest in sorted(MANIFESTS.glob("*.yaml")):
+        digest.update(manifest.read_bytes())
+    addons = {c.folder: f"{ADDON_PREFIX}/{c.folder}:{c.version()}" for c in COMPONENTS if c.folder in ADDONS}
     node = f"airflow-ha-kind-node:{binaries.KUBERNETES.version()}-{digest.hexdigest()[:12]}"
     try:
         client.images.get(node)
@@ -312,6 +337,10 @@ def ensure() -> tuple[str, str, Path]:
                 "NODE_BASE": node_base,
                 "KIND_FILES": str(kind_files),
                 "KUBERNETES_VERSION": binaries.KUBERNETES.version(),
+                "KUBE_ROUTER_IMAGE": addons["kube-router"],
+                "LOCAL_PATH_IMAGE": addons["local-path-provisioner"],
+                "BUSYBOX_IMAGE": busybox,
+                "MANIFESTS": str(MANIFESTS),
             },
             check=True,
         )
