@@ -350,9 +350,13 @@ def scheduler_hosts(api: smoke.AirflowAPI) -> dict[str, str]:
 
 
 def component_pods(kube: Kube, namespace: str, component: str) -> list[dict[str, Any]]:
-    pods = kubeapi.list_pods(
-        kube, namespace, {PART_OF_LABEL: PART_OF, "app.kubernetes.io/component": component}
-    )
+    labelled = kubeapi.list_pods(kube, namespace, {PART_OF_LABEL: PART_OF, COMPONENT_LABEL: component})
+    # The Deployment's pods only: anything else may carry its labels.
+    pods = [
+        p
+        for p in labelled
+        if any(o["kind"] == "ReplicaSet" for o in p["metadata"].get("ownerReferences") or [])
+    ]
     if not pods:
         raise Failure(f"no {component} pod in namespace {namespace!r}: run `invoke deploy` first")
     return sorted(pods, key=lambda p: p["metadata"]["name"])

@@ -13,10 +13,13 @@ only after that start-up time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from airflow_ha import kubeapi
 from airflow_ha.lint.checks import reachability
@@ -124,24 +127,22 @@ def probe_pod(name: str, source: Endpoint, image: str, targets: dict[str, Any]) 
 
 
 def finish(kube: kubeapi.Kube, pod: dict[str, Any], timeout: float) -> dict[str, bool]:
-    """Wait for a probe pod to end; its results, by target key. The pod is deleted."""
+    """Wait for a probe pod to end; its results, by target key."""
     pods = kube.dynamic.resources.get(api_version="v1", kind="Pod")
     name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
-    try:
 
-        def finished() -> str | None:
-            phase = pods.get(name=name, namespace=namespace).status.phase
-            return phase if phase in ("Succeeded", "Failed") else None
+    def finished() -> str | None:
+        phase = pods.get(name=name, namespace=namespace).status.phase
+        return phase if phase in ("Succeeded", "Failed") else None
 
-        phase = poll(
-            finished, timeout=timeout, every=1, timed_out=lambda: AssertionError(f"{name} did not finish")
-        )
-        log = kube.core.read_namespaced_pod_log(name, namespace)
-        assert phase == "Succeeded", f"probe pod {name} {phase}: {log[-2000:]}"
-        line = next(line for line in log.splitlines() if line.startswith("RESULTS "))
-        return dict(json.loads(line.removeprefix("RESULTS ")))
-    finally:
-        pods.delete(name=name, namespace=namespace, body={"gracePeriodSeconds": 0})
+    phase = poll(
+        finished, timeout=timeout, every=1, timed_out=lambda: AssertionError(f"{name} did not finish")
+    )
+    # Unparsed: the client would turn a log that is not JSON into the repr of its bytes.
+    log = kube.core.read_namespaced_pod_log(name, namespace, _preload_content=False).data.decode()
+    assert phase == "Succeeded", f"probe pod {name} {phase}: {log[-2000:]}"
+    line = next(line for line in log.splitlines() if line.startswith("RESULTS "))
+    return dict(json.loads(line.removeprefix("RESULTS ")))
 
 
 def outcomes(
@@ -157,31 +158,37 @@ def outcomes(
     started = time.monotonic()
     pods = kube.dynamic.resources.get(api_version="v1", kind="Pod")
     probes = []
-    for index, (source, tried) in enumerate(by_source.values()):
-        if source.namespace == reachability.OTHER_NAMESPACE:
-            source = Endpoint(source.name, outsider_namespace, source.labels)
-        targets = {}
-        for number, (judged, port, _) in enumerate(tried):
-            host, real_port = address(kube, judged.flow.destination, port)
-            targets[str(number)] = (host, real_port, judged.flow.required)
-        pod = probe_pod(f"flow-probe-{index}", source, image, targets)
-        pods.create(body=pod, namespace=source.namespace)
-        probes.append((pod, tried))
     found = []
-    for pod, tried in probes:
-        results = finish(kube, pod, timeout=180)
-        for number, (judged, port, lint_allows) in enumerate(tried):
-            found.append(
-                Outcome(
-                    judged.flow.source.name,
-                    judged.flow.destination.name,
-                    port,
-                    judged.flow.purpose,
-                    judged.flow.required,
-                    lint_allows,
-                    results[str(number)],
+    try:
+        for index, (source, tried) in enumerate(by_source.values()):
+            if source.namespace == reachability.OTHER_NAMESPACE:
+                source = Endpoint(source.name, outsider_namespace, source.labels)
+            targets = {}
+            for number, (judged, port, _) in enumerate(tried):
+                host, real_port = address(kube, judged.flow.destination, port)
+                targets[str(number)] = (host, real_port, judged.flow.required)
+            pod = probe_pod(f"flow-probe-{index}", source, image, targets)
+            pods.create(body=pod, namespace=source.namespace)
+            probes.append((pod, tried))
+        for pod, tried in probes:
+            results = finish(kube, pod, timeout=180)
+            for number, (judged, port, lint_allows) in enumerate(tried):
+                found.append(
+                    Outcome(
+                        judged.flow.source.name,
+                        judged.flow.destination.name,
+                        port,
+                        judged.flow.purpose,
+                        judged.flow.required,
+                        lint_allows,
+                        results[str(number)],
+                    )
                 )
-            )
+    finally:
+        for pod, _ in probes:  # a probe pod carries a component's labels: none may outlive the test
+            name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+            with contextlib.suppress(NotFoundError):
+                pods.delete(name=name, namespace=namespace, body={"gracePeriodSeconds": 0})
     print(
         f"  {len(found)} flows from {len(probes)} probe pods in {time.monotonic() - started:.0f} s",
         flush=True,
