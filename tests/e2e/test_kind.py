@@ -14,10 +14,12 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import watch
 
 from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, rollout
 from airflow_ha import deploy as deploying
@@ -117,10 +119,54 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("dag_id", [DAG_ID, *([extra] if extra and extra != DAG_ID else [])])
 
 
-def test_smoke(kube, dag_id):
-    invoke("smoke", "--dag-id", dag_id, "--timeout", str(PHASE_TIMEOUT))
+def secrets_and_tokens(pod: dict[str, Any]) -> list[str]:
+    """What of a pod spec hands it a Secret or an API token."""
+    spec, found = pod["spec"], []
+    for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+        found += [
+            f"env {e['name']}"
+            for e in container.get("env") or []
+            if "secretKeyRef" in (e.get("valueFrom") or {})
+        ]
+        found += [
+            f"envFrom {e['secretRef']['name']}" for e in container.get("envFrom") or [] if e.get("secretRef")
+        ]
+    for volume in spec.get("volumes") or []:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        found += [
+            f"volume {volume['name']}"
+            for source in sources
+            if {"secret", "serviceAccountToken"} & set(source)
+        ]
+    return found
 
+
+def test_smoke(kube, dag_id):
+    """The smoke run, while a watch keeps every worker pod the executor creates, as it created it."""
+    created: list[dict[str, Any]] = []
+    watcher = watch.Watch()
+
+    def record() -> None:
+        for event in watcher.stream(
+            kube.core.list_namespaced_pod,
+            NAMESPACE,
+            label_selector="kubernetes_executor=True",
+            timeout_seconds=900,
+        ):
+            if event["type"] == "ADDED":
+                created.append(kube.core.api_client.sanitize_for_serialization(event["object"]))
+
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
+    try:
+        invoke("smoke", "--dag-id", dag_id, "--timeout", str(PHASE_TIMEOUT))
+    finally:
+        watcher.stop()
     assert worker_pods(kube) == []
+    assert created, "the watch saw no worker pod"
+    for pod in created:
+        assert pod["spec"].get("automountServiceAccountToken") is False, pod["metadata"]["name"]
+        assert secrets_and_tokens(pod) == [], pod["metadata"]["name"]
 
 
 @pytest.fixture
