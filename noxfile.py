@@ -1,7 +1,8 @@
-"""Test sessions. `nox` runs lint, tests, image and stack; `nox -s e2e` runs on kind.
+"""Test sessions: `nox` runs lint, tests, image and e2e.
 
-The tests session builds Kubernetes from source, so it needs Go; the image, stack and e2e
-sessions need a Docker daemon. .ci/run installs and starts one.
+The tests session builds Kubernetes from source, so it needs Go; the image and e2e sessions
+need a Docker daemon, and e2e builds a kind cluster from source too. .ci/run installs and
+starts what they need.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from airflow_ha import locks
 from tests.controlplane import binaries
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests", "image", "stack"]
+nox.options.sessions = ["lint", "tests", "image", "e2e"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -85,7 +86,6 @@ def tests(session: nox.Session) -> None:
         "pytest",
         "tests",
         "--ignore=tests/image",
-        "--ignore=tests/stack",
         "--ignore=tests/e2e",
         "--ignore=tests/kind",
         *session.posargs,
@@ -97,18 +97,6 @@ def image(session: nox.Session) -> None:
     """Build the base and the Airflow image, then prove the image in real containers."""
     install_project(session)
     session.run("pytest", "tests/image", *session.posargs)
-
-
-@nox.session(python=PYTHON)
-def stack(session: nox.Session) -> None:
-    """Rehearse the deployment in Docker with its own KubernetesExecutor against the Kubernetes API emulator.
-
-    Then its scenarios: cluster-mode `invoke smoke`, worker isolation, api-server and scheduler
-    failover, RBAC. `nox -s stack -- --dag-id ID [--conf JSON]` smoke-tests another DAG.
-    """
-    install_project(session)
-    provision(session, "kubectl")  # kustomize renders the overlay the rehearsal runs
-    session.run("pytest", "-s", "tests/stack", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -129,15 +117,3 @@ def e2e(session: nox.Session) -> None:
     session.env.update(settings)
     provision(session, "kind", "kubectl", "checkov")  # kind and kubectl: the ones just built
     session.run("pytest", "-s", "-rs", "tests/kind", "tests/e2e", *session.posargs)
-
-
-@nox.session(python=PYTHON)
-def nodeimage(session: nox.Session) -> None:
-    """A kind node image built from source with no registry, and one node cluster made from it.
-
-    Not in the default sessions yet. Needs root (debootstrap), Docker, Go, gcc and
-    libseccomp-dev; on hosts that lack capabilities Docker asks for, .ci/install-runc-wrapper.
-    """
-    install_project(session)
-    session.run("python", "-m", "tests.kind.nodeimage", "build")
-    session.run("pytest", "-s", "tests/kind", *session.posargs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 #                    per session (no nodes: pods are admitted, never run)
 # ----------------------------------------------------------------------------------
 # ----------------------------------------------------------------------------------
-# Docker fixtures. tests/image and tests/stack use them:
+# Docker fixtures. tests/image uses them:
 #   docker_client    a client of a running daemon; every test using it skips, with
 #                    the reason, when there is no daemon
 #   base_image       "airflow-ha-base:bookworm", built by debootstrap when missing

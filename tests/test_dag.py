@@ -18,7 +18,7 @@ from airflow_ha import REPO_ROOT
 from airflow_ha.lint import environment
 
 DAG_ID = "smoke_kubernetes_executor"
-FAILOVER_DAG_ID = "failover_long_task"  # the scheduler failover drill of tests/stack
+FAILOVER_DAG_ID = "failover_long_task"  # the scheduler step of `invoke drill`
 
 
 @pytest.fixture

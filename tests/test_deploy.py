@@ -1152,9 +1152,7 @@ def test_deploy_on_kind_builds_loads_then_installs(monkeypatch, fake, capsys):
     assert "next: invoke smoke --namespace airflow" in output
 
 
-def test_deploy_on_kind_loads_the_other_images_this_machine_has_and_passes_the_node_image(
-    monkeypatch, fake
-):
+def test_deploy_on_kind_loads_the_other_images_this_machine_has_and_passes_the_node_image(monkeypatch, fake):
     recorder = Recorder(
         monkeypatch,
         {

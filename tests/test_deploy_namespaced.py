@@ -7,7 +7,7 @@ RBAC, escalation prevention, SelfSubjectAccessReview, server-side apply, admissi
 immutability and garbage collection are Kubernetes' own. There are no nodes, so pods are
 created and admitted but never run, and deploy runs with --no-wait: this proves deploy's API
 calls, its rights, idempotence, teardown and the one-line 403s; it does NOT prove rollouts,
-probes, storage or NetworkPolicy (`nox -s stack` rehearses those, kind proves them).
+probes, storage or NetworkPolicy (tests/e2e proves those on kind).
 """
 
 from __future__ import annotations

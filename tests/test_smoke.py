@@ -6,8 +6,7 @@ auth manager, as in the pods. These tests are the
 slowest of the unit suite, so they are few: one success, and the three failures users
 must understand (a missing DAG, wrong credentials, a failing task).
 
-The cluster half of the smoke test (worker pods) runs end to end in tests/stack, against
-the Kubernetes API emulator and real worker containers, and on kind in tests/e2e; its API
+The cluster half of the smoke test (worker pods) runs end to end on kind in tests/e2e; its API
 calls and their 403s run against the real API server in tests/test_worker_pods_api.py. Below,
 its label matching is checked against the provider's own pod generator; the pod assertions
 and a watch that fails on purpose against a Kubernetes API mocked in-process (a list of
