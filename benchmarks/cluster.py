@@ -115,17 +115,20 @@ class PeakSampler(threading.Thread):
     def __init__(self, kube: kubeapi.Kube):
         super().__init__(daemon=True)
         self.kube, self.peaks, self.done = kube, dict[tuple[str, str], float](), threading.Event()
+        self.peak_total = 0.0  # of one sample: the deployment's peak, worker pods included
 
     def run(self) -> None:
         while not self.done.wait(2):
-            for key, mib in working_sets(self.kube).items():
+            sample = working_sets(self.kube)
+            self.peak_total = max(self.peak_total, sum(sample.values()))
+            for key, mib in sample.items():
                 self.peaks[key] = max(self.peaks.get(key, 0.0), mib)
 
 
-def print_memory(title: str, sets: dict[tuple[str, str], float]) -> None:
+def print_memory(title: str, sets: dict[tuple[str, str], float], total: float) -> None:
     for (pod, container), mib in sorted(sets.items()):
         print(f"FIGURE {title} {pod}/{container}: {mib:.0f} MiB")
-    print(f"FIGURE {title}, whole deployment: {sum(sets.values()):.0f} MiB")
+    print(f"FIGURE {title}, whole deployment at once: {total:.0f} MiB")
 
 
 def main() -> int:
@@ -150,9 +153,10 @@ def main() -> int:
         ):
             run_figures(kube, api, args.runs)
         sampler.done.set()
-        print_memory("peak working set during the runs", sampler.peaks)
+        print_memory("peak working set during the runs", sampler.peaks, sampler.peak_total)
         time.sleep(IDLE_SECONDS)
-        print_memory("idle working set", working_sets(kube))
+        idle = working_sets(kube)
+        print_memory("idle working set", idle, sum(idle.values()))
         timed(env, "drill", "--step", "scheduler")
     finally:
         subprocess.run(
