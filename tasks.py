@@ -113,10 +113,18 @@ def push(c: Context, registry: str = "", tag: str = "") -> None:
         image.push_image(reference=image_reference(c, tag), registry=registry)
 
 
-@task(help={"context": CONTEXT_HELP})
-def doctor(c: Context, context: str = "") -> None:
+@task(
+    help={
+        "context": CONTEXT_HELP,
+        "build_kind": "Build the pinned kind from its Go module into .cache/bin instead of downloading it "
+        "(needs Go; about a minute).",
+    }
+)
+def doctor(c: Context, context: str = "", build_kind: bool = False) -> None:
     """Check Docker and Python packages; provision kind, kubectl and checkov; show each version and source."""
     with exit_on_failure():
+        if build_kind:
+            tools.build_kind()
         preflight.run(context=context or c.config.context or None, kind_cluster=c.config.kind.cluster)
 
 

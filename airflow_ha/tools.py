@@ -4,7 +4,10 @@ Docker is the one prerequisite. What else is missing the project fetches itself,
 verified, into folders of its own:
 
 - kind and kubectl: downloaded at pinned versions into ``.cache/bin``, each checked against
-  its published SHA-256 before it is made executable;
+  its published SHA-256 before it is made executable. Where kind's download fails and Go is
+  present, the failure offers ``invoke doctor --build-kind``, which builds the pinned release
+  from its Go module instead (``go install``: the module proxy serves it and the checksum
+  database verifies it, and kind's own go.sum pins what it depends on);
 - checkov: installed from its hashed lock, requirements/checkov.lock, into a tool
   environment of its own under ``.cache/tools`` (its pins clash with Airflow's).
 
@@ -23,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -76,6 +80,9 @@ KUBECTL = Binary(
     manual="https://kubernetes.io/docs/tasks/tools/#kubectl",
 )
 BINARIES = {binary.name: binary for binary in (KIND, KUBECTL)}
+KIND_MODULE = "sigs.k8s.io/kind"
+# `go install sigs.k8s.io/kind@v0.33.0` with empty Go caches on a 2-core machine: 44 s.
+KIND_BUILD_TIME = "about a minute with empty Go caches on 2 cores"
 
 # kind node images and the kind release whose notes published each: a node image is built
 # by, and for, one kind release, and an older kind may fail to boot it.
@@ -132,6 +139,13 @@ def _binary(binary: Binary, *, provision: bool) -> Tool:
     expected = binary.sha256.get(host_platform())
     if cached.is_file() and expected and sha256_of(cached) == expected:
         return Tool(binary.name, cached, binary.version, f"{relative(cached)}, sha256 verified")
+    marker = _built_marker(binary)
+    if (
+        cached.is_file()
+        and marker.is_file()
+        and marker.read_text().split() == [binary.version, sha256_of(cached)]
+    ):
+        return Tool(binary.name, cached, binary.version, f"{relative(cached)}, built from source")
     note = ""
     found = shutil.which(binary.name)
     if found:
@@ -145,8 +159,73 @@ def _binary(binary: Binary, *, provision: bool) -> Tool:
     try:
         path = download(binary)
     except Failure as failure:
-        raise Failure(f"{note}{failure}") from None
+        raise Failure(f"{note}{failure}{build_offer(binary)}") from None
     return Tool(binary.name, path, binary.version, f"{relative(path)}, downloaded, sha256 verified")
+
+
+def build_offer(binary: Binary) -> str:
+    """What to run instead of a failed download, when this machine can build the binary."""
+    go = shutil.which("go")
+    if binary.name != "kind" or not go:
+        return ""
+    return (
+        f". Go is on PATH ({go}): `invoke doctor --build-kind` builds kind {binary.version} from "
+        f"{KIND_MODULE}@{binary.version} into {relative(bin_dir())} ({KIND_BUILD_TIME}), "
+        "through the Go module proxy"
+    )
+
+
+def build_kind(*, timeout: float = 900) -> Tool:
+    """kind at the pinned version, built by `go install` into .cache/bin; nothing is left on failure."""
+    go = shutil.which("go")
+    if not go:
+        raise Failure(
+            f"building kind from source needs Go on PATH (https://go.dev/dl/); or install kind "
+            f"{KIND.version} by hand: {KIND.manual}"
+        )
+    target = bin_dir() / KIND.name
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    print(
+        f"building kind {KIND.version} from {KIND_MODULE}@{KIND.version} with {go} ({KIND_BUILD_TIME})",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix=".kind-build-", dir=bin_dir()) as gobin:
+        # CGO_ENABLED=0 as kind's releases are built: a static binary, and no C compiler needed.
+        env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
+        try:
+            result = subprocess.run(
+                [go, "install", f"{KIND_MODULE}@{KIND.version}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise Failure(
+                f"building kind {KIND.version} took over {timeout:.0f} s: nothing was installed"
+            ) from None
+        built = Path(gobin) / KIND.name
+        if result.returncode != 0 or not built.is_file():
+            tail = "\n".join(result.stderr.strip().splitlines()[-8:])
+            raise Failure(
+                f"`go install {KIND_MODULE}@{KIND.version}` failed, nothing was installed:\n{tail}\n"
+                "The Go module proxy must be reachable (GOPROXY), or install kind by hand: " + KIND.manual
+            )
+        reported = version_of("kind", built)
+        if reported != KIND.version:
+            raise Failure(
+                f"the kind built from {KIND_MODULE}@{KIND.version} says {reported}: nothing was installed"
+            )
+        os.replace(built, target)
+    _built_marker(KIND).write_text(f"{KIND.version} {sha256_of(target)}\n")
+    print(f"built kind {KIND.version} into {relative(target)}", file=sys.stderr)
+    return Tool(KIND.name, target, KIND.version, f"{relative(target)}, built from source")
+
+
+def _built_marker(binary: Binary) -> Path:
+    """Names the version and digest of a binary the project built, as a published digest would."""
+    return bin_dir() / f".{binary.name}.built-from-source"
 
 
 def download(

@@ -1,8 +1,9 @@
 """Provisioning kind, kubectl and checkov: pinned, verified, and honest when it cannot.
 
 Downloads come from a file server on 127.0.0.1 that this file starts, serving a fake binary
-(a shell script) whose SHA-256 the test computes; nothing reaches the internet. Tools on
-PATH are shell scripts written per test. No Kubernetes API is involved.
+(a shell script) whose SHA-256 the test computes. Tools on PATH are shell scripts written per
+test, except the real Go that builds kind from its module through the Go module proxy. No
+Kubernetes API is involved.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import hashlib
 import http.server
 import re
+import shutil
 import socket
 import stat
 import threading
@@ -155,6 +157,70 @@ def test_kind_on_path_new_enough_is_used_as_it_is(project, tmp_path, monkeypatch
     tool = tools.kind(provision=False)
 
     assert (tool.version, tool.source) == ("v0.33.0", f"PATH: {path_dir / 'kind'}")
+
+
+# kind from source
+
+
+def test_a_failed_kind_download_offers_to_build_it_where_go_is_present(project, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        tools, "KIND", dataclasses.replace(tools.KIND, url=f"http://127.0.0.1:{closed_port()}/kind")
+    )
+    monkeypatch.setattr(tools, "host_platform", lambda: "linux/amd64")
+    path_dir = tmp_path / "path"
+    path_dir.mkdir()
+    monkeypatch.setenv("PATH", str(path_dir))
+
+    with pytest.raises(Failure) as without_go:
+        tools.kind()
+    assert "--build-kind" not in str(without_go.value)
+
+    (path_dir / "go").write_text("#!/bin/sh\nexit 1\n")
+    (path_dir / "go").chmod(0o755)
+    with pytest.raises(Failure) as with_go:
+        tools.kind()
+    message = str(with_go.value)
+    assert message.startswith("kind v0.33.0 is not installed and the download failed: ")
+    assert (
+        f"Go is on PATH ({path_dir / 'go'}): `invoke doctor --build-kind` builds kind v0.33.0 from "
+        "sigs.k8s.io/kind@v0.33.0 into .cache/bin (about a minute with empty Go caches on 2 cores)"
+    ) in message
+
+
+def test_a_failed_kind_build_names_the_command_and_installs_nothing(project, tmp_path, monkeypatch):
+    path_dir = tmp_path / "path"
+    path_dir.mkdir()
+    (path_dir / "go").write_text(
+        "#!/bin/sh\necho 'go: sigs.k8s.io/kind@v0.33.0: 403 Forbidden' >&2; exit 1\n"
+    )
+    (path_dir / "go").chmod(0o755)
+    monkeypatch.setenv("PATH", str(path_dir))
+
+    with pytest.raises(Failure) as failed:
+        tools.build_kind()
+
+    assert str(failed.value).startswith(
+        "`go install sigs.k8s.io/kind@v0.33.0` failed, nothing was installed:\n"
+        "go: sigs.k8s.io/kind@v0.33.0: 403 Forbidden\n"
+    )
+    assert list(tools.bin_dir().iterdir()) == []
+
+
+def test_kind_built_from_its_module_is_found_and_a_changed_binary_is_not(project, tmp_path, monkeypatch):
+    """A real `go install` through the Go module proxy (about a minute with empty Go caches)."""
+    go = shutil.which("go")
+    assert go, "this test builds kind with Go, which the tests need on PATH (README)"
+    monkeypatch.setenv("PATH", str(Path(go).parent))
+
+    built = tools.build_kind()
+
+    assert (built.path, built.version) == (project / ".cache" / "bin" / "kind", "v0.33.0")
+    found = tools.kind(provision=False)
+    assert (found.path, found.source) == (built.path, ".cache/bin/kind, built from source")
+    with built.path.open("ab") as binary:
+        binary.write(b"\0")
+    with pytest.raises(Failure, match="kind not found"):
+        tools.kind(provision=False)
 
 
 # the pins
