@@ -227,8 +227,8 @@ def smoke(
         "step": "Run only this step (scheduler, api-server or drain); repeat the flag for more. "
         "Default: all three, in that order.",
         "dag_id": "The DAG the api-server and drain steps run. Default: smoke.dag_id in invoke.yaml.",
-        "hold_seconds": "Seconds the scheduler step's long task runs: long enough for the other scheduler "
-        "to adopt its pod. Default: 120.",
+        "long_task_seconds": "Seconds the scheduler step's long task runs: long enough for the other "
+        "scheduler to adopt its pod. Default: 120.",
         "timeout": "Seconds to wait for each run and each recovery. Default: smoke.timeout in invoke.yaml.",
     },
     iterable=["step"],
@@ -239,7 +239,7 @@ def drill(
     namespace: str = "",
     step: list[str] | None = None,
     dag_id: str = "",
-    hold_seconds: int = 120,
+    long_task_seconds: int = 120,
     timeout: int = 0,
 ) -> None:
     """Break the deployment while tasks run (kill a scheduler, delete an api-server, drain a node); each step
@@ -251,7 +251,7 @@ def drill(
             namespace=namespace or c.config.namespace,
             dag_id=dag_id or c.config.smoke.dag_id,
             timeout=timeout or c.config.smoke.timeout,
-            hold_seconds=hold_seconds,
+            long_task_seconds=long_task_seconds,
             steps=step or list(drilling.STEPS),
         )
 

@@ -113,7 +113,7 @@ def drill(
     namespace: str,
     dag_id: str,
     timeout: int,
-    hold_seconds: int,
+    long_task_seconds: int,
     steps: list[str],
 ) -> list[StepResult]:
     unknown = sorted(set(steps) - set(STEPS))
@@ -133,7 +133,7 @@ def drill(
             started = time.monotonic()
             try:
                 if step == "scheduler":
-                    detail = kill_launching_scheduler(kube, api, namespace, timeout, hold_seconds)
+                    detail = kill_launching_scheduler(kube, api, namespace, timeout, long_task_seconds)
                 elif step == "api-server":
                     detail = delete_an_api_server(
                         kube, api, url, (username, password), namespace, dag_id, timeout
