@@ -1,8 +1,10 @@
-"""A loopback port that reaches a pod's port through the Kubernetes API (no kubectl).
+"""A loopback port that reaches a Service's pods through the Kubernetes API (no kubectl).
 
 The kubernetes client's port-forward gives one socket per forwarding stream, not a
 local port, so a small relay listens on a free loopback port and pipes each accepted
-connection to a new stream.
+connection to a new stream. Unlike `kubectl port-forward svc/NAME`, which picks one pod and
+fails when it goes, each stream goes to a pod ready behind the Service when it opens: the
+drill deletes and evicts api-server pods through this relay outside kind.
 """
 
 from __future__ import annotations
@@ -133,8 +135,52 @@ def handshake_failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def serving_pod(kube: Kube, namespace: str, service: dict[str, Any]) -> tuple[str, int]:
+    """A ready pod behind the Service, and the container port its first port targets."""
+    spec = service.get("spec") or {}
+    service_port = (spec.get("ports") or [{}])[0]
+    target = service_port.get("targetPort", service_port.get("port"))
+    for pod in kubeapi.list_pods(kube, namespace, spec.get("selector") or {}):
+        status = pod.get("status") or {}
+        terminating = pod["metadata"].get("deletionTimestamp")
+        if status.get("phase") != "Running" or terminating or not kubeapi.condition(pod, "Ready"):
+            continue
+        if isinstance(target, int) or str(target).isdigit():
+            return pod["metadata"]["name"], int(target)
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            for port in container.get("ports") or []:
+                if port.get("name") == target:
+                    return pod["metadata"]["name"], int(port["containerPort"])
+    raise Failure(
+        f"no ready pod behind Service/{service['metadata']['name']} in namespace {namespace!r} "
+        f"serves its port {target}: check the api-server pods (`invoke deploy` waits for them)"
+    )
+
+
+def service_connector(
+    kube: Kube,
+    namespace: str,
+    service: dict[str, Any],
+    to_pod: Callable[[Kube, str, str, int], Callable[[], Any]] = pod_connector,
+) -> Callable[[], Any]:
+    """Opens each stream to a pod that is ready behind the Service at that moment, as the
+    Service itself would: a deleted or evicted pod loses its open connections, not the relay."""
+    connectors: dict[tuple[str, int], Callable[[], Any]] = {}
+
+    def connect() -> Any:
+        target = serving_pod(kube, namespace, service)
+        if target not in connectors:
+            connectors[target] = to_pod(kube, namespace, *target)
+        return connectors[target]()
+
+    return connect
+
+
 @contextmanager
-def to_pod(kube: Kube, namespace: str, pod: str, port: int) -> Iterator[Relay]:
-    """A Relay to ``pod``:``port`` for as long as the block runs; its ``url`` is http://127.0.0.1:PORT."""
-    with Relay(pod_connector(kube, namespace, pod, port)) as relay:
+def to_service(kube: Kube, namespace: str, service: dict[str, Any]) -> Iterator[Relay]:
+    """A Relay to the Service's pods for as long as the block runs; its ``url`` is http://127.0.0.1:PORT.
+
+    Fails at once when no pod behind the Service is ready."""
+    serving_pod(kube, namespace, service)
+    with Relay(service_connector(kube, namespace, service)) as relay:
         yield relay

@@ -25,7 +25,7 @@ from . import PART_OF, PART_OF_LABEL, cluster, kubeapi, port_forward
 from . import generated_secrets as generated
 from .console import Failure, console, progress
 from .dag_run import Run
-from .kubeapi import Kube, condition
+from .kubeapi import Kube
 from .polling import poll
 from .worker_pods import PodWatch, cluster_diagnostics, component_logs, require_worker_pods
 
@@ -406,7 +406,7 @@ def admin_credentials(kube: Kube, namespace: str) -> tuple[str, str]:
 
 @contextmanager
 def api_server(kube: Kube, namespace: str, *, on_kind: bool) -> Iterator[str]:
-    """The api-server's URL: the NodePort kind maps to localhost, else a port-forward to one of its pods."""
+    """The api-server's URL: kind's NodePort on localhost, else a port-forward to the Service's pods."""
     selector = f"{PART_OF_LABEL}={PART_OF},app.kubernetes.io/component=api-server"
     found = kubeapi.list_objects(
         kube, kubeapi.resource_of(kube, "v1", "Service"), namespace, label_selector=selector
@@ -425,36 +425,16 @@ def api_server(kube: Kube, namespace: str, *, on_kind: bool) -> Iterator[str]:
     service = next(
         (s for s in items if (s.get("spec") or {}).get("type", "ClusterIP") == "ClusterIP"), items[0]
     )
-    pod, port = serving_pod(kube, namespace, service)
-    with port_forward.to_pod(kube, namespace, pod, port) as relay:
+    with port_forward.to_service(kube, namespace, service) as relay:
         if not _healthy(relay.url) and relay.errors:
             problem = relay.errors[-1]
             if problem.startswith("forbidden:"):
                 raise Failure(problem)
             raise Failure(
-                f"port-forward to pod {pod} port {port} in namespace {namespace!r} failed: {problem}"
+                f"port-forward to Service/{service['metadata']['name']} in namespace {namespace!r} "
+                f"failed: {problem}"
             )
         yield relay.url
-
-
-def serving_pod(kube: Kube, namespace: str, service: dict[str, Any]) -> tuple[str, int]:
-    """A ready pod behind the Service, and the container port its first port targets."""
-    spec = service.get("spec") or {}
-    service_port = (spec.get("ports") or [{}])[0]
-    target = service_port.get("targetPort", service_port.get("port"))
-    for pod in kubeapi.list_pods(kube, namespace, spec.get("selector") or {}):
-        if (pod.get("status") or {}).get("phase") != "Running" or not condition(pod, "Ready"):
-            continue
-        if isinstance(target, int) or str(target).isdigit():
-            return pod["metadata"]["name"], int(target)
-        for container in (pod.get("spec") or {}).get("containers") or []:
-            for port in container.get("ports") or []:
-                if port.get("name") == target:
-                    return pod["metadata"]["name"], int(port["containerPort"])
-    raise Failure(
-        f"no ready pod behind Service/{service['metadata']['name']} in namespace {namespace!r} "
-        f"serves its port {target}: check the api-server pods (`invoke deploy` waits for them)"
-    )
 
 
 def _healthy(url: str) -> bool:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -549,7 +549,7 @@ SERVICE = {
 def test_the_port_forward_goes_to_a_ready_pod_and_its_named_port():
     pods = PodList([api_server_pod("not-ready", "False"), api_server_pod("ready", "True")])
 
-    assert smoke.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE) == ("ready", 8080)
+    assert port_forward.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE) == ("ready", 8080)
 
 
 def test_no_ready_pod_to_forward_to_is_named():
@@ -558,7 +558,26 @@ def test_no_ready_pod_to_forward_to_is_named():
     with pytest.raises(
         Failure, match=r"no ready pod behind Service/airflow-api-server in namespace 'airflow'"
     ):
-        smoke.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE)
+        port_forward.serving_pod(kubeapi.Kube("c", pods, None), "airflow", SERVICE)
+
+
+def test_each_stream_goes_to_a_pod_ready_when_it_opens_as_through_the_service():
+    """A deleted pod is still Running and Ready for a while; the relay leaves it as the
+    EndpointSlice controller does, by its deletionTimestamp."""
+    first, second = api_server_pod("api-server-a", "True"), api_server_pod("api-server-b", "True")
+    opened: list[tuple[str, int]] = []
+
+    def to_pod(kube: kubeapi.Kube, namespace: str, pod: str, port: int) -> Callable[[], Any]:
+        return lambda: opened.append((pod, port))
+
+    kube = kubeapi.Kube("c", PodList([first, second]), None)
+    connect = port_forward.service_connector(kube, "airflow", SERVICE, to_pod)
+    connect()
+    first["metadata"]["deletionTimestamp"] = "2026-12-06T20:00:00Z"
+    connect()
+    connect()
+
+    assert opened == [("api-server-a", 8080), ("api-server-b", 8080), ("api-server-b", 8080)]
 
 
 def test_the_relay_leans_on_the_kubernetes_client_internals_it_was_written_for():

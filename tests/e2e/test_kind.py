@@ -18,11 +18,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import watch
 
-from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, rollout
+from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, port_forward, rollout, smoke
 from airflow_ha import deploy as deploying
+from airflow_ha import drill as drilling
+from airflow_ha.polling import poll
 
 from . import flows
 from .conftest import KIND_CLUSTER
@@ -192,6 +195,29 @@ def test_network_policies_do_on_the_cluster_what_the_lint_gate_says(kube, outsid
     assert not wrong, "the cluster does not keep the deployment's flows:\n" + "\n".join(wrong)
     disagree = [o.line() for o in outcomes if o.cluster_allows != o.lint_allows]
     assert not disagree, "the lint gate and the cluster disagree:\n" + "\n".join(disagree)
+
+
+def test_off_kind_the_port_forward_outlives_the_api_server_pod_it_used(kube):
+    """On another cluster smoke and the drill reach the API by port-forward, not kind's NodePort:
+    like the Service, the relay must move on when the pod it used is deleted."""
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "airflow-api-server"}}
+    service["metadata"]["namespace"] = NAMESPACE
+    with smoke.api_server(kube, NAMESPACE, on_kind=False) as url:
+        assert httpx.get(f"{url}/api/v2/monitor/health", timeout=30).is_success
+        used, _ = port_forward.serving_pod(kube, NAMESPACE, kubeapi.read(kube, service) or {})
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": used, "namespace": NAMESPACE}}
+        drilling.delete_pod(kube, NAMESPACE, used)
+        poll(
+            lambda: kubeapi.read(kube, pod) is None or None,
+            timeout=PHASE_TIMEOUT,
+            every=1,
+            timed_out=lambda: AssertionError(f"pod {used} was not deleted within {PHASE_TIMEOUT} s"),
+        )
+
+        answer = httpx.get(f"{url}/api/v2/monitor/health", timeout=30)
+
+    assert answer.is_success, f"after pod {used} went: HTTP {answer.status_code} {answer.text[:200]}"
+    drilling.wait_rolled_out(kube, NAMESPACE, "api-server", PHASE_TIMEOUT)
 
 
 def test_drill_a_scheduler_killed_an_api_server_deleted_and_a_node_drained_mid_run(kube):
