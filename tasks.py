@@ -117,7 +117,7 @@ def push(c: Context, registry: str = "", tag: str = "") -> None:
     help={
         "context": CONTEXT_HELP,
         "build_kind": "Build the pinned kind from its Go module into .cache/bin instead of downloading it "
-        "(needs Go; about a minute).",
+        "(needs Go; about a minute). A pinned kind already there is kept.",
     }
 )
 def doctor(c: Context, context: str = "", build_kind: bool = False) -> None:

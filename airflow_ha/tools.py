@@ -83,6 +83,8 @@ BINARIES = {binary.name: binary for binary in (KIND, KUBECTL)}
 KIND_MODULE = "sigs.k8s.io/kind"
 # `go install sigs.k8s.io/kind@v0.33.0` with empty Go caches on a 2-core machine: 44 s.
 KIND_BUILD_TIME = "about a minute with empty Go caches on 2 cores"
+# Settings that would build for another platform or skip the checksum database.
+GO_SETTINGS_DROPPED = frozenset({"GOOS", "GOARCH", "GONOSUMDB", "GONOSUMCHECK", "GOPRIVATE", "GOINSECURE"})
 
 # kind node images and the kind release whose notes published each: a node image is built
 # by, and for, one kind release, and an older kind may fail to boot it.
@@ -135,17 +137,9 @@ def kubectl(*, provision: bool = True) -> Tool:
 
 
 def _binary(binary: Binary, *, provision: bool) -> Tool:
-    cached = bin_dir() / binary.name
-    expected = binary.sha256.get(host_platform())
-    if cached.is_file() and expected and sha256_of(cached) == expected:
-        return Tool(binary.name, cached, binary.version, f"{relative(cached)}, sha256 verified")
-    marker = _built_marker(binary)
-    if (
-        cached.is_file()
-        and marker.is_file()
-        and marker.read_text().split() == [binary.version, sha256_of(cached)]
-    ):
-        return Tool(binary.name, cached, binary.version, f"{relative(cached)}, built from source")
+    cached = in_cache(binary)
+    if cached:
+        return cached
     note = ""
     found = shutil.which(binary.name)
     if found:
@@ -163,6 +157,20 @@ def _binary(binary: Binary, *, provision: bool) -> Tool:
     return Tool(binary.name, path, binary.version, f"{relative(path)}, downloaded, sha256 verified")
 
 
+def in_cache(binary: Binary) -> Tool | None:
+    """The project's copy of the binary: downloaded with the pinned digest, or built at the pinned version."""
+    cached = bin_dir() / binary.name
+    if not cached.is_file():
+        return None
+    digest = sha256_of(cached)
+    if digest == binary.sha256.get(host_platform()):
+        return Tool(binary.name, cached, binary.version, f"{relative(cached)}, sha256 verified")
+    marker = _built_marker(binary)
+    if marker.is_file() and marker.read_text().split() == [binary.version, digest]:
+        return Tool(binary.name, cached, binary.version, f"{relative(cached)}, built from source")
+    return None
+
+
 def build_offer(binary: Binary) -> str:
     """What to run instead of a failed download, when this machine can build the binary."""
     go = shutil.which("go")
@@ -176,7 +184,14 @@ def build_offer(binary: Binary) -> str:
 
 
 def build_kind(*, timeout: float = 900) -> Tool:
-    """kind at the pinned version, built by `go install` into .cache/bin; nothing is left on failure."""
+    """kind at the pinned version, built by `go install` into .cache/bin; nothing is left on failure.
+
+    A pinned kind already in .cache/bin, downloaded or built, is kept as it is.
+    """
+    cached = in_cache(KIND)
+    if cached:
+        print(f"kind {KIND.version} is already at {cached.source}: nothing to build", file=sys.stderr)
+        return cached
     go = shutil.which("go")
     if not go:
         raise Failure(
@@ -190,8 +205,10 @@ def build_kind(*, timeout: float = 900) -> Tool:
         file=sys.stderr,
     )
     with tempfile.TemporaryDirectory(prefix=".kind-build-", dir=bin_dir()) as gobin:
-        # CGO_ENABLED=0 as kind's releases are built: a static binary, and no C compiler needed.
-        env = {**os.environ, "GOBIN": gobin, "CGO_ENABLED": "0"}
+        env = {key: value for key, value in os.environ.items() if key not in GO_SETTINGS_DROPPED}
+        # For this machine, statically (CGO_ENABLED=0, as kind's releases are built), and always
+        # checked against the checksum database, whatever the user's Go settings say.
+        env.update(GOBIN=gobin, CGO_ENABLED="0", GOFLAGS="", GOSUMDB="sum.golang.org")
         try:
             result = subprocess.run(
                 [go, "install", f"{KIND_MODULE}@{KIND.version}"],
@@ -210,15 +227,16 @@ def build_kind(*, timeout: float = 900) -> Tool:
             tail = "\n".join(result.stderr.strip().splitlines()[-8:])
             raise Failure(
                 f"`go install {KIND_MODULE}@{KIND.version}` failed, nothing was installed:\n{tail}\n"
-                "The Go module proxy must be reachable (GOPROXY), or install kind by hand: " + KIND.manual
+                f"Fix what Go says above, or install kind by hand: {KIND.manual}"
             )
         reported = version_of("kind", built)
         if reported != KIND.version:
             raise Failure(
                 f"the kind built from {KIND_MODULE}@{KIND.version} says {reported}: nothing was installed"
             )
+        # The marker first: should the move not happen, it names a digest no binary has.
+        _built_marker(KIND).write_text(f"{KIND.version} {sha256_of(built)}\n")
         os.replace(built, target)
-    _built_marker(KIND).write_text(f"{KIND.version} {sha256_of(target)}\n")
     print(f"built kind {KIND.version} into {relative(target)}", file=sys.stderr)
     return Tool(KIND.name, target, KIND.version, f"{relative(target)}, built from source")
 

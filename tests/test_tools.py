@@ -188,35 +188,50 @@ def test_a_failed_kind_download_offers_to_build_it_where_go_is_present(project, 
 
 
 def test_a_failed_kind_build_names_the_command_and_installs_nothing(project, tmp_path, monkeypatch):
+    """The fake go records the environment it got: the build is for this machine and checked
+    against the checksum database, whatever the user's Go settings say."""
     path_dir = tmp_path / "path"
     path_dir.mkdir()
+    recorded = tmp_path / "go-env"
     (path_dir / "go").write_text(
-        "#!/bin/sh\necho 'go: sigs.k8s.io/kind@v0.33.0: 403 Forbidden' >&2; exit 1\n"
+        f"#!/bin/sh\n/usr/bin/env > {recorded}\n"
+        "echo 'go: sigs.k8s.io/kind@v0.33.0: 403 Forbidden' >&2; exit 1\n"
     )
     (path_dir / "go").chmod(0o755)
     monkeypatch.setenv("PATH", str(path_dir))
+    for name, value in {"GOOS": "windows", "GONOSUMDB": "sigs.k8s.io", "GOFLAGS": "-mod=vendor"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GOSUMDB", "off")
 
     with pytest.raises(Failure) as failed:
         tools.build_kind()
 
     assert str(failed.value).startswith(
         "`go install sigs.k8s.io/kind@v0.33.0` failed, nothing was installed:\n"
-        "go: sigs.k8s.io/kind@v0.33.0: 403 Forbidden\n"
+        "go: sigs.k8s.io/kind@v0.33.0: 403 Forbidden\nFix what Go says above"
     )
     assert list(tools.bin_dir().iterdir()) == []
+    env = dict(line.split("=", 1) for line in recorded.read_text().splitlines() if "=" in line)
+    assert (env["GOSUMDB"], env["GOFLAGS"], env["CGO_ENABLED"]) == ("sum.golang.org", "", "0")
+    assert "GOOS" not in env and "GONOSUMDB" not in env
 
 
 def test_kind_built_from_its_module_is_found_and_a_changed_binary_is_not(project, tmp_path, monkeypatch):
     """A real `go install` through the Go module proxy (about a minute with empty Go caches)."""
     go = shutil.which("go")
     assert go, "this test builds kind with Go, which the tests need on PATH (README)"
-    monkeypatch.setenv("PATH", str(Path(go).parent))
+    only_go = tmp_path / "only-go"
+    only_go.mkdir()
+    (only_go / "go").symlink_to(go)
+    monkeypatch.setenv("PATH", str(only_go))
 
     built = tools.build_kind()
 
     assert (built.path, built.version) == (project / ".cache" / "bin" / "kind", "v0.33.0")
     found = tools.kind(provision=False)
     assert (found.path, found.source) == (built.path, ".cache/bin/kind, built from source")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert tools.build_kind().source == ".cache/bin/kind, built from source"  # kept, not rebuilt
     with built.path.open("ab") as binary:
         binary.write(b"\0")
     with pytest.raises(Failure, match="kind not found"):
