@@ -163,15 +163,19 @@ def service_connector(
     service: dict[str, Any],
     to_pod: Callable[[Kube, str, str, int], Callable[[], Any]] = pod_connector,
 ) -> Callable[[], Any]:
-    """Opens each stream to a pod that is ready behind the Service at that moment, as the
-    Service itself would: a deleted or evicted pod loses its open connections, not the relay."""
+    """Opens each stream to the first pod, by name, that is ready behind the Service and not
+    terminating when the stream opens, as the Service's endpoints would list it: a deleted or
+    evicted pod loses its open connections, not the relay. Unlike a Service, no load balancing."""
     connectors: dict[tuple[str, int], Callable[[], Any]] = {}
+    lock = threading.Lock()  # the Relay serves each connection on a thread of its own
 
     def connect() -> Any:
         target = serving_pod(kube, namespace, service)
-        if target not in connectors:
-            connectors[target] = to_pod(kube, namespace, *target)
-        return connectors[target]()
+        with lock:
+            if target not in connectors:
+                connectors[target] = to_pod(kube, namespace, *target)
+            connector = connectors[target]
+        return connector()
 
     return connect
 

@@ -4,6 +4,10 @@ the disruption controller judging a PodDisruptionBudget.
 There is no kubelet. The pods are bound to a Node object by name and their Running and Ready
 status is written through the status subresource, as a kubelet would; an evicted pod then
 stays terminating, which is what a PodDisruptionBudget counts as gone.
+
+The budgets here say ``minAvailable: 1`` over pods that no controller owns; the deployment's
+say ``maxUnavailable: 1``, for which the disruption controller reads the owning controller's
+scale. That lookup is not exercised here: e2e drains the real Deployments on kind.
 """
 
 from __future__ import annotations
