@@ -68,7 +68,9 @@ class PodWatch:
     def pod_for(self, task_instance: dict[str, Any], run_id: str) -> WorkerPod | None:
         wanted = expected_labels(self.dag_id, run_id, task_instance)
         matches = [p for p in list(self.pods.values()) if wanted.items() <= p.labels.items()]
-        return matches[-1] if matches else None
+        # A pod that failed to start is followed by another for the same try: the one that ran.
+        ran = [p for p in matches if p.phase != "Failed"]
+        return (ran or matches)[-1] if matches else None
 
     def _run(self) -> None:
         from kubernetes import watch
@@ -177,10 +179,16 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
     )
 
     selector = {**pods.labels, "run_id": safe_label(run_id)}
+    ran = {pod.name for pod in mine.values()}
     left: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
 
     def all_deleted() -> bool | None:
-        left[:] = kubeapi.list_pods(kube, namespace, selector)
+        listed = kubeapi.list_pods(kube, namespace, selector)
+        # Failed pods that ran none of the run's task instances stay, as
+        # [kubernetes_executor] delete_worker_pods_on_failure=False keeps them for inspection.
+        kept[:] = [p for p in listed if _phase(p) == "Failed" and p["metadata"]["name"] not in ran]
+        left[:] = [p for p in listed if p not in kept]
         # The watch replaces a pod's record on each event: read the latest, not the one held above.
         mine.update({key: pods.pods.get(pod.name, pod) for key, pod in mine.items()})
         return True if all(pod.deleted for pod in mine.values()) and not left else None
@@ -196,6 +204,30 @@ def require_worker_pods(kube: Kube, namespace: str, pods: PodWatch, run: Run, ti
     with progress("waiting for the worker pods to be deleted"):
         poll(all_deleted, timeout=timeout, every=POLL_SECONDS, timed_out=still_there)
     console.print("[green]✓[/] every worker pod was deleted after its task")
+    for kept_pod in kept:
+        labels = kept_pod["metadata"].get("labels") or {}
+        console.print(
+            f"[yellow]![/] kept failed pod {kept_pod['metadata']['name']} (task {labels.get('task_id')}, "
+            f"try {labels.get('try_number')}): {failure_reason(kept_pod)}; Airflow ran that task in another "
+            "pod. delete_worker_pods_on_failure=False keeps such pods for inspection; delete them when done",
+            highlight=False,
+        )
+
+
+def _phase(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "Unknown")
+
+
+def failure_reason(pod: dict[str, Any]) -> str:
+    """Why a pod failed, as its containers' last states say, in one line."""
+    status = pod.get("status") or {}
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        ended = (container.get("state") or {}).get("terminated") or {}
+        if ended.get("exitCode"):
+            said = f"{container['name']} {ended.get('reason')} (exit {ended['exitCode']})"
+            message = " ".join(str(ended.get("message") or "").split())
+            return f"{said}: {message}" if message else said
+    return str(status.get("reason") or status.get("message") or "no container says why")
 
 
 def cluster_diagnostics(kube: Kube, namespace: str, pods: PodWatch) -> str:

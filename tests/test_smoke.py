@@ -376,6 +376,50 @@ def test_a_worker_pod_the_list_still_holds_fails(monkeypatch):
         worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
 
 
+def test_a_pod_that_failed_to_start_and_was_replaced_is_kept_and_named(monkeypatch, capsys):
+    """As on kind once: runc could not start a worker pod, Airflow ran the same try in another
+    pod, and delete_worker_pods_on_failure=False kept the failed one. The watch holds the
+    failed pod last, as a list after a watch error may, by name."""
+    monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.1)
+    pods = watched(RUN, deleted=True)
+    failed = worker_pod(RUN, RUN.task_instances[1], "worker-failed", "Failed")
+    failed["status"]["containerStatuses"] = [
+        {
+            "name": "base",
+            "state": {
+                "terminated": {
+                    "exitCode": 128,
+                    "reason": "StartError",
+                    "message": "runc create failed: unable to start container process:\n unable to freeze",
+                }
+            },
+        }
+    ]
+    pods.kube.dynamic.pods.append(failed)
+    pods.pods["worker-failed"] = worker_pods.WorkerPod(
+        "worker-failed", worker_labels(RUN, RUN.task_instances[1]), "Failed"
+    )
+
+    worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
+
+    said = " ".join(capsys.readouterr().out.split())
+    assert "each task ran in its own worker pod: worker-0, worker-1" in said
+    assert (
+        "kept failed pod worker-failed (task double, try 1): base StartError (exit 128): runc create failed: "
+        "unable to start container process: unable to freeze; Airflow ran that task in another pod."
+    ) in said
+
+
+def test_a_failed_pod_that_ran_the_task_must_still_go(monkeypatch):
+    monkeypatch.setattr(worker_pods, "POLL_SECONDS", 0.1)
+    pods = watched(RUN, deleted=False)
+    pods.pods["worker-0"].phase = "Failed"
+    pods.kube.dynamic.pods.append(worker_pod(RUN, RUN.task_instances[0], "worker-0", "Failed"))
+
+    with pytest.raises(Failure, match=r"still exist after 1 s: worker-0 \(Failed\)"):
+        worker_pods.require_worker_pods(pods.kube, "airflow", pods, RUN, timeout=1)
+
+
 class Logs:
     """The REST API's log endpoint mocked in-process: each task's events, by task id."""
 
