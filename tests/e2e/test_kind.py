@@ -16,10 +16,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes import watch
 
 from airflow_ha import REPO_ROOT, cluster, kubeapi, manifests, port_forward, rollout, smoke
@@ -38,6 +41,7 @@ WORKLOADS = frozenset({"Deployment", "StatefulSet", "Job"})
 AIRFLOW_ENV = REPO_ROOT / "kube" / "base" / "airflow.env"
 CONFIG_CHANGE = "AIRFLOW__CORE__PARALLELISM=33"  # the default is 32
 OUTSIDER_NAMESPACE = "airflow-e2e-outsider"
+OKTETO_NAMESPACE = "airflow-okteto"
 
 
 def invoke(*args: str, timeout: int = 4 * PHASE_TIMEOUT) -> None:
@@ -84,7 +88,10 @@ def deployed_inventory(kube: kubeapi.Kube) -> dict[kubeapi.Key, dict[str, Any]]:
 
 
 def worker_pods(kube: kubeapi.Kube) -> list[dict[str, Any]]:
-    return kubeapi.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
+    """The worker pods left, but failed ones that ran no task: delete_worker_pods_on_failure=False
+    keeps those, and smoke and the drill name them (airflow_ha.worker_pods.require_worker_pods)."""
+    pods = kubeapi.list_pods(kube, NAMESPACE, {"kubernetes_executor": "True"})
+    return [p for p in pods if (p.get("status") or {}).get("phase") != "Failed"]
 
 
 @functools.cache
@@ -143,30 +150,54 @@ def secrets_and_tokens(pod: dict[str, Any]) -> list[str]:
     return found
 
 
-def test_smoke(kube, dag_id):
-    """The smoke run, while a watch keeps every worker pod the executor creates, as it created it."""
-    created: list[dict[str, Any]] = []
-    watcher = watch.Watch()
+@dataclass
+class SeenWorkerPods:
+    created: list[dict[str, Any]] = field(default_factory=list)  # each as the executor created it
+    nodes: dict[str, str] = field(default_factory=dict)  # pod name -> the node it was bound to
+    error: str = ""  # why the watch ended before the block did: it may have missed pods
+
+
+@contextmanager
+def watching_worker_pods(kube: kubeapi.Kube, namespace: str) -> Iterator[SeenWorkerPods]:
+    """Every worker pod created in the namespace while the block runs."""
+    seen, watcher = SeenWorkerPods(), watch.Watch()
+
+    stopped = threading.Event()
 
     def record() -> None:
-        for event in watcher.stream(
-            kube.core.list_namespaced_pod,
-            NAMESPACE,
-            label_selector="kubernetes_executor=True",
-            timeout_seconds=900,
-        ):
-            if event["type"] == "ADDED":
-                created.append(kube.core.api_client.sanitize_for_serialization(event["object"]))
+        try:
+            for event in watcher.stream(
+                kube.core.list_namespaced_pod,
+                namespace,
+                label_selector="kubernetes_executor=True",
+                timeout_seconds=900,
+            ):
+                pod = kube.core.api_client.sanitize_for_serialization(event["object"])
+                if event["type"] == "ADDED":
+                    seen.created.append(pod)
+                if pod["spec"].get("nodeName"):
+                    seen.nodes[pod["metadata"]["name"]] = pod["spec"]["nodeName"]
+        except Exception as error:  # stopping closes the stream under it, which is no error
+            if not stopped.is_set():
+                seen.error = f"{type(error).__name__}: {error}"
 
     recorder = threading.Thread(target=record, daemon=True)
     recorder.start()
     try:
-        invoke("smoke", "--dag-id", dag_id, "--timeout", str(PHASE_TIMEOUT))
+        yield seen
     finally:
+        stopped.set()
         watcher.stop()
+    assert not seen.error, f"the worker pod watch ended early: {seen.error}"
+
+
+def test_smoke(kube, dag_id):
+    """The smoke run, while a watch keeps every worker pod the executor creates, as it created it."""
+    with watching_worker_pods(kube, NAMESPACE) as seen:
+        invoke("smoke", "--dag-id", dag_id, "--timeout", str(PHASE_TIMEOUT))
     assert worker_pods(kube) == []
-    assert created, "the watch saw no worker pod"
-    for pod in created:
+    assert seen.created, "the watch saw no worker pod"
+    for pod in seen.created:
         assert pod["spec"].get("automountServiceAccountToken") is False, pod["metadata"]["name"]
         assert secrets_and_tokens(pod) == [], pod["metadata"]["name"]
 
@@ -199,25 +230,30 @@ def test_network_policies_do_on_the_cluster_what_the_lint_gate_says(kube, outsid
 
 def test_off_kind_the_port_forward_outlives_the_api_server_pod_it_used(kube):
     """On another cluster smoke and the drill reach the API by port-forward, not kind's NodePort:
-    like the Service, the relay must move on when the pod it used is deleted."""
+    like the Service, the relay must leave the pod it used once that pod is deleted, while it
+    terminates and after it is gone."""
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "airflow-api-server"}}
     service["metadata"]["namespace"] = NAMESPACE
-    with smoke.api_server(kube, NAMESPACE, on_kind=False) as url:
-        assert httpx.get(f"{url}/api/v2/monitor/health", timeout=30).is_success
-        used, _ = port_forward.serving_pod(kube, NAMESPACE, kubeapi.read(kube, service) or {})
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": used, "namespace": NAMESPACE}}
-        drilling.delete_pod(kube, NAMESPACE, used)
-        poll(
-            lambda: kubeapi.read(kube, pod) is None or None,
-            timeout=PHASE_TIMEOUT,
-            every=1,
-            timed_out=lambda: AssertionError(f"pod {used} was not deleted within {PHASE_TIMEOUT} s"),
-        )
+    pods_answered = []
+    try:
+        with smoke.api_server(kube, NAMESPACE, on_kind=False) as url:
+            assert httpx.get(f"{url}/api/v2/monitor/health", timeout=30).is_success
+            used, _ = port_forward.serving_pod(kube, NAMESPACE, kubeapi.read(kube, service) or {})
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": used, "namespace": NAMESPACE}}
+            drilling.delete_pod(kube, NAMESPACE, used)
+            pods_answered.append(httpx.get(f"{url}/api/v2/monitor/health", timeout=30))
+            poll(
+                lambda: kubeapi.read(kube, pod) is None or None,
+                timeout=PHASE_TIMEOUT,
+                every=1,
+                timed_out=lambda: AssertionError(f"pod {used} was not deleted within {PHASE_TIMEOUT} s"),
+            )
+            pods_answered.append(httpx.get(f"{url}/api/v2/monitor/health", timeout=30))
+    finally:
+        drilling.wait_rolled_out(kube, NAMESPACE, "api-server", PHASE_TIMEOUT)
 
-        answer = httpx.get(f"{url}/api/v2/monitor/health", timeout=30)
-
-    assert answer.is_success, f"after pod {used} went: HTTP {answer.status_code} {answer.text[:200]}"
-    drilling.wait_rolled_out(kube, NAMESPACE, "api-server", PHASE_TIMEOUT)
+    answers = [f"HTTP {a.status_code} {a.text[:100]}" for a in pods_answered]
+    assert all(a.is_success for a in pods_answered), f"while {used} terminated, then after: {answers}"
 
 
 def test_drill_a_scheduler_killed_an_api_server_deleted_and_a_node_drained_mid_run(kube):
@@ -294,6 +330,73 @@ def test_teardown_purge_leaves_nothing(kube):
 
     left = deploying.belonging(deploying.inventory(kube, NAMESPACE, kind_overlay_kinds()), NAMESPACE)
     assert left == {}, f"left behind: {sorted(kubeapi.ref(obj) for obj in left.values())}"
+
+
+@pytest.fixture
+def okteto_like_namespace(kube: kubeapi.Kube) -> Iterator[str]:
+    """A namespace that exists before the deploy, with an Okteto Cloud namespace's quota."""
+    quota = yaml.safe_load((REPO_ROOT / "kube" / "overlays" / "okteto" / "budget.yaml").read_text())
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OKTETO_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "okteto-quota", "namespace": OKTETO_NAMESPACE},
+            "spec": {
+                "hard": {
+                    "pods": str(quota["pods"]),
+                    "limits.cpu": quota["cpu"],
+                    "limits.memory": quota["memory"],
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": {"name": "okteto-pod-limits", "namespace": OKTETO_NAMESPACE},
+            "spec": {
+                "limits": [{"type": "Pod", "max": {"cpu": quota["pod_cpu"], "memory": quota["pod_memory"]}}]
+            },
+        },
+    ]
+    for obj in objects:
+        kubeapi.server_side_apply(kube, obj, "airflow-ha-e2e")
+    yield OKTETO_NAMESPACE
+    kubeapi.resource_of(kube, "v1", "Namespace").delete(name=OKTETO_NAMESPACE)
+
+
+def test_the_okteto_overlay_runs_in_a_namespace_with_okteto_quotas(kube, okteto_like_namespace):
+    """The okteto overlay as it deploys into a developer namespace: no NodePort (smoke goes
+    through the port-forward), pods within the quota and the per-pod limits, and every pod
+    that mounts the ReadWriteOnce logs disk, worker pods too, on the disk's node."""
+    namespace = okteto_like_namespace
+    options = ("--overlay", "okteto", "--namespace", namespace, "--timeout", str(PHASE_TIMEOUT))
+
+    invoke("deploy", *options)
+    with watching_worker_pods(kube, namespace) as seen:
+        invoke("smoke", "--namespace", namespace, "--timeout", str(PHASE_TIMEOUT))
+
+    logs_writers = kubeapi.list_pods(kube, namespace, {"airflow-ha/logs-node": "airflow-logs"})
+    nodes = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in logs_writers}
+    replicas = sum(
+        m.obj["spec"].get("replicas", 1)
+        for m in manifests.render("okteto", namespace=namespace)
+        if m.kind == "Deployment"
+    )
+    assert len(nodes) == replicas, f"not every Deployment pod is running: {nodes}"
+    assert seen.nodes, "the watch saw no worker pod bound to a node"
+    nodes.update(seen.nodes)
+    assert len(set(nodes.values())) == 1, f"not all on the logs disk's node: {nodes}"
+    # A pod the quota or the limits refuse is retried by its controller and may start later:
+    # only the events say it was refused.
+    events = kubeapi.list_objects(kube, kubeapi.resource_of(kube, "v1", "Event"), namespace)
+    refused = [
+        f"{e['involvedObject']['kind']}/{e['involvedObject']['name']}: {e.get('message')}"
+        for e in events.get("items") or []
+        if e.get("reason") == "FailedCreate"
+    ]
+    assert refused == []
+    invoke("teardown", "--purge", *options)
 
 
 def test_teardown_cluster_deletes_the_cluster_and_the_logs_folder():
