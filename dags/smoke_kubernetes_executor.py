@@ -21,7 +21,9 @@ from typing import Any
 from airflow.sdk import Param, dag, task
 from kubernetes.client import models as k8s
 
-# A per-task pod override, as a user would give one: this task asks for less memory.
+# A per-task pod override, as a user would give one: this task asks for less. It replaces the
+# template's whole resources, so its limits must still fit every overlay's worker pod budget
+# (tests/test_dag.py): the okteto namespace's quota refuses a pod whose limits exceed it.
 SMALL_WORKER = {
     "pod_override": k8s.V1Pod(
         spec=k8s.V1PodSpec(
@@ -29,8 +31,8 @@ SMALL_WORKER = {
                 k8s.V1Container(
                     name="base",
                     resources=k8s.V1ResourceRequirements(
-                        requests={"cpu": "100m", "memory": "384Mi"},
-                        limits={"cpu": "1", "memory": "768Mi"},
+                        requests={"cpu": "100m", "memory": "192Mi"},
+                        limits={"cpu": "400m", "memory": "384Mi"},
                     ),
                 )
             ]
