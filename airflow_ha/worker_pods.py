@@ -119,7 +119,7 @@ class PodWatch:
 
     def _record(self, event_type: str, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
-        phase = (pod.get("status") or {}).get("phase") or "Unknown"
+        phase = _phase(pod)
         known = self.pods.get(name)
         self.pods[name] = WorkerPod(
             name,

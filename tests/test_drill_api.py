@@ -21,6 +21,7 @@ from controlplane.plane import ControlPlane
 
 from airflow_ha import drill, kubeapi
 from airflow_ha.console import Failure
+from airflow_ha.polling import poll
 
 NAMESPACE = "team-drain"
 LABELS = {"app.kubernetes.io/component": "api-server"}
@@ -65,10 +66,12 @@ def healthy(kube: kubeapi.Kube, budget: str) -> int:
 
 
 def wait_for(check: Any, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"not within {seconds:.0f} s: {what}"
-        time.sleep(0.2)
+    poll(
+        lambda: check() or None,
+        timeout=seconds,
+        every=0.2,
+        timed_out=lambda: AssertionError(f"not within {seconds:.0f} s: {what}"),
+    )
 
 
 @pytest.fixture
